@@ -1,0 +1,65 @@
+"""The plugin seam: a few phases, each with one written meaning, and the pipeline that runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from ..exchange import Exchange
+
+
+class Plugin:
+    """Override only the phases you need; the pipeline skips the rest at no cost."""
+
+    name = "plugin"
+
+    async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
+        """Before any upstream is tried, after the body was read.
+
+        Return None to go on, or a response to answer with it (nothing is sent upstream).
+        Rewrite the body only through ``ex.replace_body``; reject by raising a ProxyError.
+        """
+        return None
+
+    def on_chunk(self, ex: Exchange, chunk: bytes) -> None:
+        """Each upstream body chunk, after it was written to the client.
+
+        Observe only: never modify, never block, never await.
+        """
+
+    async def on_complete(self, ex: Exchange) -> None:
+        """Once per request after the response ended, successfully or not (also for proxy
+        errors, cancelled requests and requests answered by ``on_request``)."""
+
+    async def close(self) -> None:
+        """On shutdown or when a reload retires this plugin."""
+
+
+def _overrides(plugin: Plugin, method: str) -> bool:
+    return getattr(type(plugin), method) is not getattr(Plugin, method)
+
+
+class Pipeline:
+    """Plugins in their one explicit order, with a per-phase list of only those that take part."""
+
+    def __init__(self, plugins: Sequence[Plugin]) -> None:
+        self.plugins = tuple(plugins)
+        self.request_hooks = [p.on_request for p in plugins if _overrides(p, "on_request")]
+        self.chunk_taps = [p.on_chunk for p in plugins if _overrides(p, "on_chunk")]
+        self.complete_hooks = [p.on_complete for p in plugins if _overrides(p, "on_complete")]
+
+    async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
+        for hook in self.request_hooks:
+            response = await hook(ex)
+            if response is not None:
+                return response
+        return None
+
+    async def on_complete(self, ex: Exchange) -> None:
+        for hook in self.complete_hooks:
+            await hook(ex)
+
+    async def close(self) -> None:
+        for plugin in self.plugins:
+            await plugin.close()
