@@ -1,0 +1,89 @@
+"""Shared fixtures: a real fake upstream on an ephemeral port, the real proxy in front of it,
+and the proxy's log lines captured as parsed JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy import config as config_mod
+from proxy.app import make_app
+from proxy.fake_upstream import FakeUpstream
+
+
+class LogCapture(io.StringIO):
+    """The proxy's log stream; ``lines()`` parses what was written so far."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.getvalue().splitlines() if line.strip()]
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == "request"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Callable[..., Any]) -> FakeUpstream:
+    upstream = FakeUpstream()
+    server: TestServer = await aiohttp_server(upstream.make_app())
+    upstream.url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    return upstream
+
+
+def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
+    """A config dict with an OpenAI and an Anthropic route, both aimed at ``upstream_url``."""
+    raw: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "routes": [
+            {
+                "prefix": "/openai",
+                "provider": "openai",
+                "upstreams": [{"name": "fake-openai", "base_url": upstream_url}],
+            },
+            {
+                "prefix": "/anthropic",
+                "provider": "anthropic",
+                "upstreams": [{"name": "fake-anthropic", "base_url": upstream_url}],
+            },
+        ],
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.fixture
+def logs() -> LogCapture:
+    return LogCapture()
+
+
+@pytest.fixture
+def start_proxy(aiohttp_server: Callable[..., Any], logs: LogCapture) -> Callable[..., Any]:
+    """``await start_proxy(raw_config_dict)`` -> the proxy's base URL (a real server)."""
+
+    async def start(raw: dict[str, Any]) -> str:
+        cfg = config_mod.from_dict(raw, env={})
+        # aiohttp's TestServer already enables handler_cancellation, as serve() does
+        server: TestServer = await aiohttp_server(make_app(cfg, log_stream=logs))
+        return str(server.make_url("")).rstrip("/")
+
+    return start
+
+
+@pytest.fixture
+async def proxy_url(fake: FakeUpstream, start_proxy: Callable[..., Any]) -> str:
+    """The proxy with the default two routes in front of the fake upstream."""
+    return await start_proxy(base_config(fake.url))  # type: ignore[attr-defined]

@@ -1,0 +1,82 @@
+"""Run the real proxy as a separate process (as systemd or a user would) for service tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ProxyProcess:
+    """``python -m proxy`` on a free port with a config written to ``tmp_path``."""
+
+    def __init__(self, raw_config: dict[str, Any], tmp_path: Path, port: int, **env: str) -> None:
+        self.config_path = tmp_path / "config.yaml"
+        self.write_config(raw_config)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = tmp_path / "proxy.log"
+        self._env = {**os.environ, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, raw: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(raw))
+
+    async def start(self, timeout: float = 20.0) -> None:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "proxy",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self._env,
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"proxy exited early:\n{self.output()}")
+                try:
+                    async with session.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"proxy did not start:\n{self.output()}")
+                await asyncio.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return await asyncio.to_thread(self.proc.wait, timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
