@@ -10,11 +10,13 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
-from .forward import SingleAttempt, make_session
+from .forward import make_session
 from .handler import handle
 from .logs import make_logger
 from .plugins import Pipeline, Plugin
 from .plugins.request_log import RequestLog
+from .resilience.attempts import AttemptLoop
+from .resilience.cooldown import CooldownStore, make_store
 from .routing import Router
 from .service import healthz
 from .state import STATE, AppState, StateHolder
@@ -26,6 +28,7 @@ class Resources:
 
     session: aiohttp.ClientSession
     logger: Any
+    cooldowns: CooldownStore
 
 
 RESOURCES = web.AppKey("resources", Resources)
@@ -42,7 +45,7 @@ def build_state(config: Config, res: Resources) -> AppState:
         config=config,
         router=Router(config.routes),
         pipeline=Pipeline(default_plugins(config, res)),
-        dispatcher=SingleAttempt(res.session, config.timeouts),
+        dispatcher=AttemptLoop(res.session, config.timeouts, res.cooldowns, res.logger),
         logger=res.logger,
     )
 
@@ -53,13 +56,21 @@ def make_app(config: Config, *, log_stream: IO[str] | None = None) -> web.Applic
     app[STATE] = holder
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        logger = make_logger(config.logging, log_stream)
+
+        def state_error(op: str, exc: Exception) -> None:
+            logger.error("shared state unavailable, using local memory", op=op, error=repr(exc))
+
         res = Resources(
-            session=make_session(config.timeouts), logger=make_logger(config.logging, log_stream)
+            session=make_session(config.timeouts),
+            logger=logger,
+            cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
         )
         app[RESOURCES] = res
         holder.current = build_state(config, res)
         yield
         await holder.current.pipeline.close()
+        await res.cooldowns.close()
         await res.session.close()
 
     app.cleanup_ctx.append(resources)

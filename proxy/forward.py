@@ -55,12 +55,13 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
 
 
 def request_headers(ex: Exchange, upstream: Upstream) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop ones, with the request id and credential set."""
+    """The client's headers minus hop-by-hop and ``x-proxy-*`` controls, plus id and credential."""
     src = ex.request.headers
     drop = _NOT_FORWARDED_UP | _connection_tokens(src)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in src.items():
-        if name.lower() not in drop:
+        lower = name.lower()
+        if lower not in drop and not lower.startswith("x-proxy-"):
             out.add(name, value)
     out["x-request-id"] = ex.request_id
     if "Accept-Encoding" not in out:
@@ -94,7 +95,7 @@ async def open_attempt(
 
     Connect errors become 502 and a first-byte timeout 504; the caller decides about retries.
     """
-    url = URL(upstream_url(upstream.base_url, ex.tail, ex.request.query_string), encoded=True)
+    url = URL(upstream_url(upstream.base_url, ex.tail, ex.request.rel_url.raw_query_string), encoded=True)
     try:
         async with asyncio.timeout(timeouts.first_byte_s):
             return await session.request(

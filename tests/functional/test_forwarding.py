@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp_sse_client import client as sse_client
+from multidict import CIMultiDict
+from yarl import URL
 
 from proxy.fake_upstream import FakeUpstream, Fault
 from tests.conftest import LogCapture, base_config, free_port
@@ -17,10 +19,10 @@ from tests.conftest import LogCapture, base_config, free_port
 CHAT = "/v1/chat/completions"
 
 
-async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+async def fetch(method: str, url: str | URL, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         async with session.request(method, url, **kwargs) as resp:
-            return resp.status, dict(resp.headers), await resp.read()
+            return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
 def chat_body(stream: bool = False, **extra: Any) -> bytes:
@@ -37,9 +39,8 @@ async def test_bytes_identical_both_ways(fake: FakeUpstream, proxy_url: str, str
     headers = {"Content-Type": "application/json", "x-custom": "kept"}
     status_d, _, direct = await fetch("POST", fake.url + CHAT, data=body, headers=headers)
     fake.clear()  # restarts the fake's id sequence, so both answers are identical
-    status_p, resp_headers, proxied = await fetch(
-        "POST", proxy_url + "/openai" + CHAT + "?a=1&b=%2F", data=body, headers=headers
-    )
+    url = URL(proxy_url + "/openai" + CHAT + "?a=1&b=%2F", encoded=True)  # sent as written
+    status_p, resp_headers, proxied = await fetch("POST", url, data=body, headers=headers)
     assert (status_d, direct) == (status_p, proxied)
     upstream_saw = fake.requests[-1]
     assert upstream_saw.body == body
@@ -228,7 +229,9 @@ async def test_upstream_unreachable_is_502(start_proxy: Any, logs: LogCapture) -
 async def test_first_byte_timeout_is_504(fake: FakeUpstream, start_proxy: Any) -> None:
     url = await start_proxy(base_config(fake.url, timeouts={"first_byte_s": 0.2}))
     fake.enqueue(Fault(first_byte_delay_s=2))
-    status, _, body = await fetch("POST", url + "/anthropic/v1/messages", data=b"{}")
+    status, _, body = await fetch(
+        "POST", url + "/anthropic/v1/messages", data=b"{}", headers={"x-proxy-max-wait": "0"}
+    )
     assert 504 == status
     assert "timeout_error" == anthropic_error(body)["type"]
 
@@ -254,7 +257,7 @@ async def test_upstream_errors_pass_through_unchanged(fake: FakeUpstream, proxy_
     fake.enqueue(Fault(status=429, headers={"Retry-After": "7"}))
     d_status, _, direct = await fetch("POST", fake.url + CHAT, data=chat_body())
     p_status, p_headers, proxied = await fetch(
-        "POST", proxy_url + "/openai" + CHAT, data=chat_body()
+        "POST", proxy_url + "/openai" + CHAT, data=chat_body(), headers={"x-proxy-max-wait": "0"}
     )
     assert (d_status, direct) == (p_status, proxied)
     assert p_headers["Retry-After"] == "7"

@@ -1,0 +1,195 @@
+"""Per-upstream "not before" instants shared by all requests, optionally across processes.
+
+Without a shared cooldown every in-flight request re-hits an upstream that just answered 429
+(a thundering herd). Instants are wall-clock epoch seconds (time.time()) so that separate
+processes agree on them through Redis. A store never raises: a dead Redis degrades to local
+memory and is retried after a short pause.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+__all__ = ["CooldownStore", "MemoryCooldownStore", "RedisCooldownStore", "make_store"]
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+OnError = Callable[[str, Exception], None]
+
+# Extend-only SET with an absolute expiry; atomic because Redis runs a script as one command.
+# Values are epoch seconds as text; a non-number already stored counts as 0.
+_COOL_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1])) or 0
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class CooldownStore(Protocol):
+    """Where "upstream X must not be tried before T" lives."""
+
+    async def until(self, key: str) -> float:
+        """Epoch seconds `key` is cooling until; 0.0 when it is not cooling."""
+        ...
+
+    async def cool(self, key: str, until: float) -> None:
+        """Cool `key` until epoch `until`; only ever extends, and forgets it after `until`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...
+
+
+class MemoryCooldownStore:
+    """One process's cooldowns in a dict; expired entries are dropped lazily."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._sweep_at = 256
+
+    async def until(self, key: str) -> float:
+        return self.until_now(key)
+
+    async def cool(self, key: str, until: float) -> None:
+        self.cool_now(key, until)
+
+    async def close(self) -> None:
+        self._until.clear()
+
+    def until_now(self, key: str) -> float:
+        """Synchronous `until`, for callers already holding the event loop."""
+        value = self._until.get(key, 0.0)
+        if value <= self._clock():
+            self._until.pop(key, None)
+            return 0.0
+        return value
+
+    def cool_now(self, key: str, until: float) -> None:
+        """Synchronous `cool`: max semantics; instants already past are ignored."""
+        now = self._clock()
+        if not math.isfinite(until) or until <= now or until <= self._until.get(key, 0.0):
+            return
+        self._until[key] = until
+        if len(self._until) > self._sweep_at:
+            self._until = {k: v for k, v in self._until.items() if v > now}
+            self._sweep_at = max(256, 2 * len(self._until))
+
+
+class RedisCooldownStore:
+    """Cooldowns in Redis, shared by every process that uses the same URL and prefix.
+
+    Each value is also kept in local memory, so reads return max(redis, local): an outage
+    loses nothing this process learned, and a flushed Redis cannot shorten a local cooldown.
+    On a Redis failure `on_error(operation, exc)` is called once per outage, calls use memory
+    only, and Redis is tried again after `retry_after_s` (not on every call). Cooldowns set
+    during an outage stay local (not replayed later). Needs Redis >= 6.2 (SET ... PXAT).
+    The callbacks run inline and must not raise.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "llm-proxy:cooldown:",
+        on_error: OnError | None = None,
+        on_recover: Callable[[], None] | None = None,
+        timeout_s: float = 0.25,
+        retry_after_s: float = 1.0,
+        clock: Clock = time.time,
+    ) -> None:
+        # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+        )
+        self._cool_script = self._redis.register_script(_COOL_LUA)
+        self._prefix = prefix
+        self._on_error = on_error
+        self._on_recover = on_recover
+        self._retry_after_s = retry_after_s
+        self._clock = clock
+        self._memory = MemoryCooldownStore(clock)
+        self._down = False
+        self._next_try = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is considered down and only local memory is used."""
+        return self._down
+
+    async def until(self, key: str) -> float:
+        local = self._memory.until_now(key)
+        raw = await self._call("until", lambda: self._redis.get(self._prefix + key))
+        try:
+            remote = float(raw) if raw is not None else 0.0
+        except ValueError:
+            remote = 0.0
+        if not math.isfinite(remote) or remote <= self._clock():
+            remote = 0.0
+        return max(local, remote)
+
+    async def cool(self, key: str, until: float) -> None:
+        if not math.isfinite(until) or until <= self._clock():
+            return
+        self._memory.cool_now(key, until)
+        expire_ms = math.ceil(until * 1000)
+        await self._call(
+            "cool",
+            lambda: self._cool_script(keys=[self._prefix + key], args=[repr(until), expire_ms]),
+        )
+
+    async def close(self) -> None:
+        await self._memory.close()
+        try:
+            await self._redis.aclose()
+        except (RedisError, OSError) as exc:
+            self._report("close", exc)
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | None:
+        """Run one Redis command, or skip it while Redis is down; never raises."""
+        if self._down and self._clock() < self._next_try:
+            return None
+        try:
+            result = await fn()
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._next_try = self._clock() + self._retry_after_s
+            if not self._down:
+                self._down = True
+                self._report(op, exc)
+            return None
+        if self._down:
+            self._down = False
+            if self._on_recover is not None:
+                self._on_recover()
+        return result
+
+    def _report(self, op: str, exc: Exception) -> None:
+        if self._on_error is not None:
+            self._on_error(op, exc)
+
+
+def make_store(backend: str, url: str | None, on_error: OnError | None = None) -> CooldownStore:
+    """The configured store: "memory" (one process) or "redis" (needs `url`)."""
+    if backend == "memory":
+        return MemoryCooldownStore()
+    if backend == "redis":
+        if not url:
+            raise ValueError("cooldown backend 'redis' needs a url (e.g. redis://localhost:6379/0)")
+        return RedisCooldownStore(url, on_error=on_error)
+    raise ValueError(f"unknown cooldown backend {backend!r}; expected 'memory' or 'redis'")
