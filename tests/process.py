@@ -20,6 +20,7 @@ class ProxyProcess:
     """``python -m proxy`` on a free port with a config written to ``tmp_path``."""
 
     def __init__(self, raw_config: dict[str, Any], tmp_path: Path, port: int, **env: str) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.config_path = tmp_path / "config.yaml"
         self.write_config(raw_config)
         self.port = port

@@ -1,0 +1,497 @@
+"""Token usage read from a copy of an upstream response, without altering or holding bytes.
+
+The relay shows every upstream chunk to a :class:`UsageTap` after writing it to the client.
+The tap parses SSE streams (OpenAI Chat Completions, OpenAI Responses, Anthropic Messages)
+or a JSON body, and reports the first content event (time to first token), the usage block
+the provider sent, the model, how the stream ended, and the generated text so a caller can
+estimate completion tokens when no usage came. It never raises: bad input only means
+"no usage" (``source="none"``).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.sse import SSEEvent, SSEParser
+
+__all__ = ["Usage", "UsageSource", "UsageTap"]
+
+UsageSource = Literal["upstream", "estimate", "none"]
+
+DEFAULT_TEXT_CAP = 1 << 20
+"""Characters of generated text kept for estimation (~250k tokens)."""
+
+_INFLATE_STEP = 64 << 10  # decompress in bounded pieces: a zip bomb costs CPU, never memory
+_RESPONSES_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSES_READ = _RESPONSES_END | {"response.created", "response.in_progress"}
+_ANTHROPIC_DELTA = {
+    "text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking",
+}
+_CHAT_TEXT_KEYS = ("content", "refusal", "reasoning_content", "reasoning")
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts in ONE convention for every provider.
+
+    - ``prompt_tokens``: all input tokens, cache reads and cache writes included. OpenAI's
+      ``prompt_tokens`` / ``input_tokens`` already include cached tokens; Anthropic's
+      ``input_tokens`` excludes them, so ``cache_read_input_tokens`` and
+      ``cache_creation_input_tokens`` are added.
+    - ``cached_tokens``: cache reads, a part of ``prompt_tokens``.
+    - ``cache_creation_tokens``: cache writes, a part of ``prompt_tokens`` (Anthropic only).
+    - ``completion_tokens``: all output tokens, reasoning/thinking included.
+    - ``reasoning_tokens``: a part of ``completion_tokens`` (when the provider reports it).
+    - ``source``: ``"upstream"`` (read from the response), ``"estimate"`` (a caller counted
+      the text), ``"none"`` (nothing known). The tap itself never produces ``"estimate"``.
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    source: UsageSource = "none"
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+def _count(value: object) -> int | None:
+    """A token count from JSON, or None for anything that is not a non-negative integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def _sub(obj: dict, key: str, field: str) -> int | None:
+    inner = obj.get(key)
+    return _count(inner.get(field)) if isinstance(inner, dict) else None
+
+
+@dataclass(slots=True)
+class _Counts:
+    """Provider-native counts; later non-null values win (Anthropic's message_delta)."""
+
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    reasoning: int | None = None
+
+    def merge(self, other: _Counts) -> None:
+        for name in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(other, name)
+            if value is not None:
+                setattr(self, name, value)
+
+    def usage(self, anthropic: bool) -> Usage:
+        prompt = self.input
+        if anthropic and prompt is not None:
+            prompt += (self.cache_read or 0) + (self.cache_write or 0)
+        known = prompt is not None or self.output is not None
+        return Usage(
+            prompt, self.output, self.cache_read, self.cache_write, self.reasoning,
+            "upstream" if known else "none",
+        )
+
+
+def _openai_counts(usage: dict) -> _Counts:
+    """Chat Completions (prompt/completion) or Responses API (input/output) names."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        return _Counts(
+            input=_count(usage.get("prompt_tokens")),
+            output=_count(usage.get("completion_tokens")),
+            cache_read=_sub(usage, "prompt_tokens_details", "cached_tokens"),
+            reasoning=_sub(usage, "completion_tokens_details", "reasoning_tokens"),
+        )
+    return _Counts(
+        input=_count(usage.get("input_tokens")),
+        output=_count(usage.get("output_tokens")),
+        cache_read=_sub(usage, "input_tokens_details", "cached_tokens"),
+        reasoning=_sub(usage, "output_tokens_details", "reasoning_tokens"),
+    )
+
+
+def _anthropic_counts(usage: dict) -> _Counts:
+    write = _count(usage.get("cache_creation_input_tokens"))
+    split = usage.get("cache_creation")  # {"ephemeral_5m_input_tokens": n, "ephemeral_1h_...}
+    if write is None and isinstance(split, dict):
+        parts = [n for n in map(_count, split.values()) if n is not None]
+        write = sum(parts) if parts else None
+    return _Counts(
+        input=_count(usage.get("input_tokens")),
+        output=_count(usage.get("output_tokens")),
+        cache_read=_count(usage.get("cache_read_input_tokens")),
+        cache_write=write,
+    )
+
+
+def _loads(data: str | bytes) -> dict | None:
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _error_type(payload: object) -> str:
+    """``overloaded_error`` from Anthropic's envelope, ``server_error`` from OpenAI's, ..."""
+    if isinstance(payload, dict):
+        inner = payload.get("error")
+        if isinstance(inner, dict):
+            payload = inner
+        elif isinstance(inner, str) and inner:
+            return inner
+        for key in ("type", "code"):
+            value = payload.get(key)
+            if isinstance(value, str) and value and value != "error":
+                return value
+    return "error"
+
+
+def _may_have_usage(data: str) -> bool:
+    """Cheap test: a ``"usage"`` key whose value is an object (not ``null``)."""
+    i = data.find('"usage"')
+    while i >= 0:
+        j = i + 7
+        while j < len(data) and data[j] in " \t\r\n:":
+            j += 1
+        if j < len(data) and data[j] == "{":
+            return True
+        i = data.find('"usage"', j)
+    return False
+
+
+class _Inflater:
+    """Incremental gzip/deflate decoder for the tap's copy of a compressed body."""
+
+    def __init__(self, raw_fallback: bool) -> None:
+        self._d = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
+        # "deflate" is sometimes sent raw (no zlib header): keep the first bytes until the
+        # header check has passed, so they can be replayed into a raw decoder.
+        self._probe: bytes | None = b"" if raw_fallback else None
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._probe is None:
+            out = self._d.decompress(data, _INFLATE_STEP)
+        else:
+            self._probe += data
+            try:
+                out = self._d.decompress(data, _INFLATE_STEP)
+            except zlib.error:
+                self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+                out, self._probe = self._d.decompress(self._probe, _INFLATE_STEP), None
+            if self._probe is not None and (out or len(self._probe) > 16):
+                self._probe = None  # the header was valid: no fallback needed any more
+        yield out
+        while self._d.unconsumed_tail:
+            yield self._d.decompress(self._d.unconsumed_tail, _INFLATE_STEP)
+
+    def flush(self) -> bytes:
+        return self._d.flush()
+
+
+def _make_inflater(content_encoding: str | None) -> tuple[_Inflater | None, bool]:
+    """(inflater or None, readable). Brotli/zstd/stacked codings are not readable here."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return None, True
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(raw_fallback=codings[0] == "deflate"), True
+    return None, False
+
+
+class UsageTap:
+    """Observes one upstream response. ``feed`` every chunk, then ``finish`` once.
+
+    Public state: ``completion_text`` (generated text, bounded), ``model`` (as reported
+    upstream), ``saw_terminal`` (OpenAI ``[DONE]``, a Responses terminal event, Anthropic
+    ``message_stop``), ``error_event`` (type of an in-stream error, e.g. ``overloaded_error``).
+    Streams fill these as events arrive; a JSON body is parsed once, in ``finish``.
+    """
+
+    def __init__(
+        self,
+        provider: Literal["openai", "anthropic"],
+        *,
+        streaming: bool,
+        content_encoding: str | None = None,
+        max_json_bytes: int = 8 << 20,
+        max_text_chars: int = DEFAULT_TEXT_CAP,
+    ) -> None:
+        self._anthropic = provider == "anthropic"
+        self._streaming = streaming
+        self._inflater, readable = _make_inflater(content_encoding)
+        self._dead = not readable  # stop looking: unreadable coding, overflow, internal bug
+        self._parser = SSEParser(max_event_chars=max_json_bytes) if streaming else None
+        self._max_json = max_json_bytes
+        self._body: list[bytes] = []
+        self._body_len = 0
+        self._text: list[str] = []
+        self._text_room = max_text_chars
+        self._content_seen = False
+        self._counts = _Counts()
+        self._result: Usage | None = None
+        self.model: str | None = None
+        self.saw_terminal = False
+        self.error_event: str | None = None
+
+    @property
+    def completion_text(self) -> str:
+        if len(self._text) > 1:
+            self._text[:] = ["".join(self._text)]
+        return self._text[0] if self._text else ""
+
+    def feed(self, chunk: bytes) -> bool:
+        """Observe one chunk. True exactly once: on the chunk that completes the first event
+        carrying generated content (streams), or on the first non-empty chunk (JSON bodies,
+        where the first byte stands in for the first token)."""
+        if not chunk or self._result is not None:
+            return False
+        seen_before = self._content_seen
+        if not self._streaming and not seen_before:
+            self._content_seen = True
+        if self._dead:
+            return not seen_before and self._content_seen
+        try:
+            if self._inflater is None:
+                self._consume(chunk)
+            else:
+                for piece in self._inflater.feed(chunk):
+                    self._consume(piece)
+        except Exception:  # the tap must never break the relay it observes
+            self._dead = True
+        return not seen_before and self._content_seen
+
+    def finish(self) -> Usage:
+        """Usage after the body ended (idempotent). Counts stay ``None`` when unknown."""
+        if self._result is not None:
+            return self._result
+        try:
+            if not self._dead and self._inflater is not None:
+                self._consume(self._inflater.flush())
+            if not self._streaming and not self._dead and self._body:
+                self._read_body(b"".join(self._body))
+        except Exception:
+            self._dead = True
+        self._body.clear()
+        self._result = self._counts.usage(self._anthropic)
+        return self._result
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _consume(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._parser is not None:
+            on_event = self._anthropic_event if self._anthropic else self._openai_event
+            for event in self._parser.feed(data):
+                on_event(event)
+            return
+        self._body_len += len(data)
+        if self._body_len > self._max_json:
+            self._body.clear()
+            self._dead = True
+            return
+        self._body.append(data if isinstance(data, bytes) else bytes(data))
+
+    def _content(self, text: str | None = None) -> None:
+        self._content_seen = True
+        if text and self._text_room > 0:
+            if len(text) > self._text_room:
+                text = text[: self._text_room]
+            self._text.append(text)
+            self._text_room -= len(text)
+
+    def _idle(self) -> bool:
+        """Content events can be skipped unparsed: TTFT is known and the text is full."""
+        return self._content_seen and self._text_room <= 0
+
+    def _set_model(self, value: object) -> None:
+        if self.model is None and isinstance(value, str) and value:
+            self.model = value
+
+    def _set_error(self, payload: object) -> None:
+        if self.error_event is None:
+            self.error_event = _error_type(payload)
+
+    # -- OpenAI ----------------------------------------------------------------------------
+
+    def _openai_event(self, ev: SSEEvent) -> None:
+        name, data = ev.event, ev.data
+        if name == "message":
+            if len(data) < 16 and data.strip() == "[DONE]":
+                self.saw_terminal = True
+                return
+            if self._idle() and self.model is not None and not _may_have_usage(data) \
+                    and '"error"' not in data:
+                return
+        elif name == "error":
+            self._set_error(_loads(data))
+            return
+        elif name.endswith(".delta"):
+            if self._idle():
+                return
+        elif name not in _RESPONSES_READ:
+            return
+        obj = _loads(data)
+        if obj is None:
+            return
+        kind = obj.get("type")
+        if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
+            self._responses_event(kind, obj)
+        else:
+            self._chat_chunk(obj)
+
+    def _chat_chunk(self, obj: dict) -> None:
+        self._set_model(obj.get("model"))
+        if obj.get("error"):
+            self._set_error(obj)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self._counts.merge(_openai_counts(usage))
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            return
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._chat_delta(delta)
+            elif isinstance(choice.get("text"), str) and choice["text"]:
+                self._content(choice["text"])  # legacy /v1/completions stream
+
+    def _chat_delta(self, delta: dict) -> None:
+        """Content = non-empty text, refusal, reasoning or tool call; a role-only delta is not."""
+        for key in _CHAT_TEXT_KEYS:
+            value = delta.get(key)
+            if isinstance(value, str) and value:
+                self._content(value)
+        calls = delta.get("tool_calls")
+        calls = calls if isinstance(calls, list) else []
+        functions = [c.get("function") for c in calls if isinstance(c, dict)]
+        functions.append(delta.get("function_call"))  # legacy functions API
+        if calls or functions[-1]:
+            self._content()
+        for fn in functions:
+            for text in _strings(fn, ("name", "arguments")) if isinstance(fn, dict) else ():
+                self._content(text)
+
+    def _responses_event(self, kind: str, obj: dict) -> None:
+        if kind.endswith(".delta"):
+            delta = obj.get("delta")
+            if isinstance(delta, str) and delta:
+                is_audio = "audio" in kind and "transcript" not in kind
+                self._content(None if is_audio else delta)
+            return
+        if kind == "error":
+            self._set_error(obj)
+            return
+        response = obj.get("response")
+        if isinstance(response, dict):
+            self._set_model(response.get("model"))
+            usage = response.get("usage")
+            if isinstance(usage, dict):
+                self._counts.merge(_openai_counts(usage))
+            if kind == "response.failed":
+                self._set_error(response)
+        if kind in _RESPONSES_END:
+            self.saw_terminal = True
+
+    # -- Anthropic -------------------------------------------------------------------------
+
+    def _anthropic_event(self, ev: SSEEvent) -> None:
+        name = ev.event
+        if name == "message_stop":
+            self.saw_terminal = True
+            return
+        if name == "content_block_delta":
+            if self._idle():
+                return
+        elif name not in ("message_start", "message_delta", "error", "message"):
+            return  # ping, content_block_start/stop: nothing to read
+        obj = _loads(ev.data)
+        if obj is None:
+            if name == "error":
+                self._set_error(None)
+            return
+        kind = obj.get("type") if name == "message" else name
+        if kind == "content_block_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get(_ANTHROPIC_DELTA.get(delta.get("type"), ""))  # type: ignore[arg-type]
+                if isinstance(text, str) and text:
+                    self._content(text)
+        elif kind in ("message_start", "message_delta"):
+            message = obj.get("message")
+            holder = message if kind == "message_start" and isinstance(message, dict) else obj
+            self._set_model(holder.get("model"))
+            usage = holder.get("usage")
+            if isinstance(usage, dict):
+                self._counts.merge(_anthropic_counts(usage))
+        elif kind == "message_stop":
+            self.saw_terminal = True
+        elif kind == "error":
+            self._set_error(obj)
+
+    # -- non-streaming JSON ----------------------------------------------------------------
+
+    def _read_body(self, body: bytes) -> None:
+        obj = _loads(body)
+        if obj is None:
+            return
+        self._set_model(obj.get("model"))
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            counts = _anthropic_counts(usage) if self._anthropic else _openai_counts(usage)
+            self._counts.merge(counts)
+        for text in _body_texts(obj):
+            self._content(text)
+
+
+def _body_texts(obj: dict) -> Iterator[str]:
+    """Generated text of a complete response: Chat Completions, Responses or Messages."""
+    for choice in obj.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict):
+                yield from _strings(message, _CHAT_TEXT_KEYS)
+                for call in message.get("tool_calls") or ():
+                    if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                        yield from _strings(call["function"], ("name", "arguments"))
+            yield from _strings(choice, ("text",))
+    for item in obj.get("output") or ():  # Responses API
+        if isinstance(item, dict):
+            yield from _strings(item, ("name", "arguments"))
+            for key in ("content", "summary"):  # message parts, reasoning summary
+                parts = item.get(key)
+                for part in parts if isinstance(parts, list) else ():
+                    if isinstance(part, dict):
+                        yield from _strings(part, ("text", "refusal"))
+    content = obj.get("content")
+    for block in content if isinstance(content, list) else ():  # Anthropic Messages
+        if isinstance(block, dict):
+            yield from _strings(block, ("text", "thinking"))
+            if block.get("type") == "tool_use" and "input" in block:
+                yield json.dumps(block["input"], ensure_ascii=False)
+
+
+def _strings(obj: dict, keys: tuple[str, ...]) -> Iterator[str]:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            yield value
