@@ -1,0 +1,17 @@
+"""A deterministic fake of the OpenAI and Anthropic HTTP APIs, with scriptable faults.
+
+In-process::
+
+    fake = FakeUpstream()
+    server = TestServer(fake.make_app())
+    fake.enqueue(Fault(status=429, headers={"retry-after": "1"}))
+
+Standalone: ``python -m proxy.fake_upstream --port 0`` (prints ``listening on URL``).
+It imports nothing else from ``proxy``.
+"""
+
+from .app import FakeUpstream
+from .content import fake_text, prompt_tokens
+from .faults import Fault, RecordedRequest
+
+__all__ = ["FakeUpstream", "Fault", "RecordedRequest", "fake_text", "prompt_tokens"]

@@ -1,0 +1,92 @@
+"""``python -m proxy.fake_upstream [--host H] [--port P]``: run the fake standalone.
+
+The first stdout line is ``listening on http://HOST:PORT`` (the bound port, so ``--port 0``
+works for scripts). Faults are scripted over ``POST /_fake/faults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from .app import FakeUpstream
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy.fake_upstream",
+        description="Deterministic fake OpenAI/Anthropic server.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        default=5,
+        help="content chunks per response (x-fake-chunks overrides)",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=0.0,
+        help="pause between SSE events (x-fake-chunk-delay-ms overrides)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="log each request to stderr")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Serve until SIGINT/SIGTERM; announce the bound URL first."""
+    fake = FakeUpstream(chunks=args.chunks, chunk_delay_s=args.chunk_delay_ms / 1000)
+    runner = web.AppRunner(
+        fake.make_app(),
+        handler_cancellation=True,
+        access_log=web.access_logger if args.access_log else None,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"listening on http://{shown}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """uvloop when installed: the fake must not be the bottleneck in benchmarks."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.access_log:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

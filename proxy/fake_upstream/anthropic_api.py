@@ -1,0 +1,125 @@
+"""Anthropic wire shapes: messages, count_tokens, models.
+
+``message_start`` reports ``output_tokens: 1`` like the real API; the final count is in
+``message_delta`` (cumulative), so usage accounting must take the last value, not sum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .calls import Call, Reply
+from .content import Template, chunk_text, dumps, fake_text, hole, prompt_tokens, sse
+
+MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+_MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
+
+
+def _usage(call: Call, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": prompt_tokens(call.payload),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
+
+
+def _message(
+    call: Call, content: list[Any], stop_reason: str | None, output_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": f"msg_fake_{call.key}",
+        "type": "message",
+        "role": "assistant",
+        "model": call.model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": _usage(call, output_tokens),
+    }
+
+
+def _stop_reason(call: Call) -> str:
+    return "max_tokens" if call.truncated else "end_turn"
+
+
+def messages(call: Call) -> Reply:
+    """``POST /v1/messages``."""
+    if call.stream:
+        return Reply(events=_message_events(call), content_type="text/event-stream; charset=utf-8")
+    content = [{"type": "text", "text": fake_text(call.content_chunks)}]
+    return Reply(body=dumps(_message(call, content, _stop_reason(call), call.content_chunks)))
+
+
+def _message_events(call: Call) -> list[bytes]:
+    """message_start, content_block_start, ping, deltas, content_block_stop, message_delta,
+    message_stop: the order the SDK's ``messages.stream`` accumulator expects."""
+    n = call.content_chunks
+    delta = Template(
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": hole("text")},
+        },
+        event="content_block_delta",
+    )
+    start = {"type": "message_start", "message": _message(call, [], None, 1)}
+    events = [
+        sse(start, "message_start"),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
+        sse({"type": "ping"}, "ping"),
+    ]
+    events += [delta.fill(text=chunk_text(i)) for i in range(n)]
+    events += [
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _stop_reason(call), "stop_sequence": None},
+                "usage": {"output_tokens": n},
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+    return events
+
+
+def count_tokens(call: Call) -> Reply:
+    """``POST /v1/messages/count_tokens``: the same count ``usage.input_tokens`` reports."""
+    return Reply(body=dumps({"input_tokens": prompt_tokens(call.payload)}))
+
+
+def _model(model_id: str) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": f"{model_id} (fake)",
+        "created_at": _MODEL_CREATED_AT,
+    }
+
+
+def list_models(call: Call) -> Reply:
+    """``GET /v1/models`` when the request carries ``anthropic-version``."""
+    return Reply(
+        body=dumps(
+            {
+                "data": [_model(m) for m in MODELS],
+                "has_more": False,
+                "first_id": MODELS[0],
+                "last_id": MODELS[-1],
+            }
+        )
+    )
+
+
+def get_model(call: Call) -> Reply:
+    """``GET /v1/models/{id}`` when the request carries ``anthropic-version``."""
+    return Reply(body=dumps(_model(call.match.get("model_id", ""))))

@@ -1,0 +1,229 @@
+"""The FakeUpstream object: recording, fault queue, routes, and the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import itertools
+import json
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from . import anthropic_api, openai_api
+from .calls import Builder, Call, Plan, Reply, make_plan
+from .faults import Fault, FaultQueue, Provider, RecordedRequest, error_body, error_headers
+from .streaming import Paused, cut, pause, write_stream
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_PATTERN = bytes(range(256))
+_MAX_BINARY = 1 << 31
+
+
+def provider_for(request: web.BaseRequest) -> Provider:
+    """Error and listing shapes follow the path; ``/v1/models`` also looks at the headers."""
+    path = request.path
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/models") and "anthropic-version" in request.headers:
+        return "anthropic"
+    return "openai"
+
+
+def binary(call: Call) -> Reply:
+    """``GET /v1/fake/binary?size=N``: N bytes of 0x00..0xff repeating."""
+    raw = call.query.get("size", "0")
+    if not raw.isdigit() or int(raw) > _MAX_BINARY:
+        raise ValueError(f"size must be an integer in 0..{_MAX_BINARY}, got {raw!r}")
+    size = int(raw)
+    body = (_PATTERN * (size // 256 + 1))[:size]
+    return Reply(body=body, content_type="application/octet-stream")
+
+
+def not_found(call: Call) -> Reply:
+    message = f"Unknown request URL: {call.path} (fake)"
+    return Reply(status=404, body=error_body(call.provider, 404, message))
+
+
+class FakeUpstream:
+    """A deterministic OpenAI + Anthropic server; every piece of state lives on this object.
+
+    ``requests`` records each request to a provider path (control paths ``/_fake/*`` are not
+    recorded). ``hold_after_chunk``/``release`` pause every streaming response after that
+    many SSE events until the event is set. ``stream_disconnected`` is set when a client goes
+    away before its response finished (mid-stream or during a first-byte delay).
+    ``chunks_sent`` counts SSE events written, across requests. ``url`` is free for whoever
+    serves the app to note its base URL (the fake itself never reads it).
+    """
+
+    def __init__(
+        self, *, chunks: int = 5, chunk_delay_s: float = 0.0, max_request_bytes: int = 1 << 30
+    ) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.hold_after_chunk: int | None = None
+        self.release = asyncio.Event()
+        self.stream_disconnected = asyncio.Event()
+        self.chunks_sent = 0
+        self.default_chunks = chunks
+        self.default_chunk_delay_s = chunk_delay_s
+        self.max_request_bytes = max_request_bytes
+        self.url: str | None = None
+        self._faults = FaultQueue()
+        self._seq = itertools.count(1)
+
+    def enqueue(self, *faults: Fault) -> None:
+        """Queue one-shot faults; each is consumed by the next request whose path matches."""
+        self._faults.push(*faults)
+
+    def clear(self) -> None:
+        """Forget recorded requests and pending faults; request ids restart at req_fake_1."""
+        self.requests.clear()
+        self._faults.clear()
+        self._seq = itertools.count(1)
+
+    @property
+    def pending_faults(self) -> int:
+        return len(self._faults)
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_request_bytes)
+        add = app.router.add_route
+        add("POST", "/_fake/faults", self._post_faults)
+        add("GET", "/_fake/requests", self._get_requests)
+        add("POST", "/_fake/reset", self._post_reset)
+        add("POST", "/v1/chat/completions", self._endpoint(openai_api.chat_completions))
+        add("POST", "/v1/responses", self._endpoint(openai_api.responses))
+        add("POST", "/v1/embeddings", self._endpoint(openai_api.embeddings))
+        add("GET", "/v1/models", self._endpoint(openai_api.list_models, anthropic_api.list_models))
+        add(
+            "GET",
+            "/v1/models/{model_id}",
+            self._endpoint(openai_api.get_model, anthropic_api.get_model),
+        )
+        add("POST", "/v1/messages", self._endpoint(anthropic_api.messages))
+        add("POST", "/v1/messages/count_tokens", self._endpoint(anthropic_api.count_tokens))
+        add("GET", "/v1/fake/binary", self._endpoint(binary))
+        add("*", "/{tail:.*}", self._endpoint(not_found))
+        return app
+
+    def _endpoint(self, builder: Builder, anthropic: Builder | None = None) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            arrived = time.monotonic()
+            body = await request.read()
+            self.requests.append(
+                RecordedRequest(
+                    method=request.method,
+                    path=request.rel_url.raw_path,
+                    query_string=request.rel_url.raw_query_string,
+                    headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+                    body=body,
+                    t=arrived,
+                )
+            )
+            provider = provider_for(request)
+            chosen = anthropic if anthropic is not None and provider == "anthropic" else builder
+            try:
+                plan = make_plan(
+                    request.headers,
+                    self._faults.take(request.path),
+                    self.default_chunks,
+                    self.default_chunk_delay_s,
+                )
+            except ValueError as exc:
+                return _error_response(provider, 400, str(exc))
+            call = Call(
+                payload={},
+                chunks=plan.chunks,
+                seq=next(self._seq),
+                key=f"{zlib.crc32(body):08x}",
+                provider=provider,
+                path=request.path,
+                query=request.query,
+                match=request.match_info,
+            )
+            return await self._answer(request, plan, call, lambda: _build(chosen, call, body))
+
+        return handle
+
+    async def _answer(
+        self, request: web.Request, plan: Plan, call: Call, build: Callable[[], Reply]
+    ) -> web.StreamResponse:
+        fault = plan.fault
+        try:
+            if fault.first_byte_delay_s > 0:
+                await pause(request, seconds=fault.first_byte_delay_s)
+        except Paused:
+            self.stream_disconnected.set()
+            return web.Response()
+        headers = CIMultiDict({_REQUEST_ID[call.provider]: f"req_fake_{call.seq}"})
+        status = fault.status
+        if fault.body is not None or (status is not None and status >= 400):
+            status = status or 200
+            body = fault.body if fault.body is not None else error_body(call.provider, status)
+            headers.update(error_headers(call.provider, status))
+            reply = Reply(body=body, status=status)
+        else:
+            reply = build()
+            if status is not None:
+                reply = dataclasses.replace(reply, status=status)
+        headers.update(fault.headers)
+        headers["Content-Type"] = reply.content_type
+        if reply.events is not None:
+            return await write_stream(self, request, reply, plan, headers, call.provider)
+        if fault.cut_after_chunks is not None:
+            cut(request)
+            return web.Response()
+        body = reply.body
+        if plan.gzip:
+            body = gzip.compress(body, compresslevel=5, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, status=reply.status, headers=headers)
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        """Body: a JSON list of fault objects (or one object); field names as in ``Fault``."""
+        try:
+            data = json.loads(await request.read())
+            items = data if isinstance(data, list) else [data]
+            faults = [Fault.from_json(item) for item in items]
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.enqueue(*faults)
+        return web.json_response({"queued": len(faults), "pending": self.pending_faults})
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([r.summary() for r in self.requests])
+
+    async def _post_reset(self, request: web.Request) -> web.Response:
+        self.clear()
+        return web.json_response({"reset": True})
+
+
+_REQUEST_ID: dict[Provider, str] = {"openai": "x-request-id", "anthropic": "request-id"}
+
+
+def _build(builder: Builder, call: Call, body: bytes) -> Reply:
+    """Parse the JSON body (if any) and run the builder; bad input becomes a shaped 400."""
+    payload: Any = {}
+    if body:
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            return Reply(status=400, body=error_body(call.provider, 400, f"Invalid JSON: {exc}"))
+    if not isinstance(payload, dict):
+        return Reply(status=400, body=error_body(call.provider, 400, "Body must be an object"))
+    try:
+        return builder(dataclasses.replace(call, payload=payload))
+    except ValueError as exc:
+        return Reply(status=400, body=error_body(call.provider, 400, str(exc)))
+
+
+def _error_response(provider: Provider, status: int, message: str) -> web.Response:
+    return web.Response(
+        body=error_body(provider, status, message), status=status, content_type="application/json"
+    )
