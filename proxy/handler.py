@@ -11,10 +11,11 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from .errors import BodyTooLarge, ProxyError, RouteNotFound, UpstreamTimeout
+from .errors import BadRequest, BodyTooLarge, ProxyError, RouteNotFound, UpstreamTimeout
 from .exchange import Exchange
 from .providers import guess_provider
 from .relay import StreamAborted, relay, start_response
+from .routing import escapes_base
 from .state import STATE, AppState
 
 
@@ -43,6 +44,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         state.log_unrouted(request, request_id, error)
         return error.render(guess_provider(path), request_id)
     route, tail = match
+    if escapes_base(tail):
+        error = BadRequest(f"path segments '.' and '..' are not allowed: {path}")
+        state.log_unrouted(request, request_id, error)
+        return error.render(route.provider, request_id)
     try:
         body = await read_body(request, state.config.limits.max_body_bytes)
     except ProxyError as error:

@@ -36,6 +36,16 @@ class Router:
         return None
 
 
+_DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
+
+
+def escapes_base(tail: str) -> bool:
+    """A tail with ``.``/``..`` segments could climb out of the upstream's base path."""
+    if "." not in tail:
+        return False
+    return any(seg.lower() in _DOT_SEGMENTS for seg in tail.split("/"))
+
+
 def upstream_url(base_url: str, tail: str, query_string: str) -> str:
     """``base_url`` + the path after the prefix + the query, all kept exactly as encoded."""
     url = base_url.rstrip("/") + tail

@@ -339,3 +339,37 @@ async def test_healthz(proxy_url: str) -> None:
     status, _, body = await fetch("GET", proxy_url + "/healthz")
     assert 200 == status
     assert json.loads(body)["status"] == "ok"
+
+
+async def test_dot_segments_cannot_escape_the_base_path(fake: FakeUpstream, proxy_url: str) -> None:
+    url = URL(proxy_url + "/openai/v1/../../admin", encoded=True)
+    status, _, body = await fetch("GET", url)
+    assert 400 == status
+    assert "invalid_request_error" == openai_error(body)["type"]
+    assert [] == fake.requests
+
+
+async def test_curl_stream_matches_direct(fake: FakeUpstream, proxy_url: str) -> None:
+    """curl -N, a client that is neither aiohttp nor an SDK, sees the same SSE bytes."""
+    body = chat_body(stream=True).decode()
+
+    async def curl(url: str) -> bytes:
+        proc = await asyncio.create_subprocess_exec(
+            "curl",
+            "-sN",
+            "--fail-with-body",
+            url,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert 0 == proc.returncode
+        return out
+
+    direct = await curl(fake.url + CHAT)
+    fake.clear()
+    assert direct == await curl(proxy_url + "/openai" + CHAT)
+    assert direct.rstrip().endswith(b"data: [DONE]")
