@@ -78,7 +78,9 @@ def make_app(config: Config, *, log_stream: IO[str] | None = None) -> web.Applic
             cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
             metrics=metrics,
         )
-        await asyncio.to_thread(warm_token_encodings)  # never load a BPE table on the loop
+        broken = await asyncio.to_thread(warm_token_encodings)  # never load one on the loop
+        if broken is not None:
+            logger.error("token encodings unavailable, usage estimates will fail", error=broken)
         app[RESOURCES] = res
         holder.current = build_state(config, res)
         yield

@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from .config import Config
+from .metrics import METRICS, make_metrics_app
 
 _STARTED = time.monotonic()
 
@@ -39,6 +40,7 @@ async def serve(
         shutdown_timeout=config.drain_timeout_s,
     )
     await runner.setup()
+    runners = [runner]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,10 +50,18 @@ async def serve(
         await site.start()
         if config.listen.unix:
             await web.UnixSite(runner, config.listen.unix).start()
+        if config.metrics.enabled and config.metrics.port is not None:
+            # /metrics on its own address; it stays up while the proxy drains
+            metrics = web.AppRunner(make_metrics_app(app[METRICS]), access_log=None)
+            runners.append(metrics)
+            await metrics.setup()
+            host = config.metrics.host or config.listen.host
+            await web.TCPSite(metrics, host, config.metrics.port, reuse_address=True).start()
         if ready is not None:
             ready.set()
         await stop.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        for each in runners:
+            await each.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ class AppState:
     pipeline: Pipeline
     dispatcher: Dispatcher
     logger: Any
+    refused: Callable[[str | None, int], None] | None = None
+    """Told (route name or None, status) of each request refused before an exchange existed."""
 
     @property
     def prefixes(self) -> str:
@@ -40,6 +43,9 @@ class AppState:
             error=error.message,
             client=request.remote,
         )
+        if self.refused is not None:
+            match = self.router.match(request.rel_url.raw_path)
+            self.refused(match[0].name if match else None, error.status)
 
 
 class StateHolder:

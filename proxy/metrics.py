@@ -1,0 +1,206 @@
+"""Prometheus collectors on a registry owned by one app, never the process-global one.
+
+Tests build many apps in one process, and a reload must keep counting into the same series, so
+the registry lives as long as the app and is shared by every config generation. Naming follows
+Prometheus conventions: the ``llm_proxy_`` prefix, base units (seconds, USD), ``_total`` on
+counters. Label values come from closed sets: routes and upstreams from config, models through
+:class:`ModelLabels`, status as its class. What a request did is turned into these calls by
+``proxy.plugins.metrics``; this module knows nothing of exchanges beyond the in-flight set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import Metric
+
+NONE = "none"
+"""Label value for a route, upstream or model that does not exist for a request."""
+OTHER = "other"
+"""Model label for every name outside the known set (bounded cardinality)."""
+
+# 0.5 s and 10 s are the brief's alert thresholds: a bucket edge on each keeps the p95
+# comparison exact instead of interpolated.
+TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+_BOUNDARY = "-@:"  # dated snapshots (gpt-4o-2024-08-06), Vertex "@", Bedrock ":"
+
+_BY_MODEL = ("route", "upstream", "model")
+_BY_UPSTREAM = ("route", "upstream")
+
+
+def status_class(status: int | None) -> str:
+    """``2xx`` .. ``5xx``; ``none`` when no status was sent (client left while waiting)."""
+    return f"{status // 100}xx" if status is not None and 100 <= status < 600 else NONE
+
+
+class ModelLabels:
+    """Maps a model name to a label value from a closed set.
+
+    A known name stays itself; a longer name resolves to the longest known name it extends at
+    a ``-``, ``@`` or ``:`` boundary (``gpt-4o-2024-08-06`` -> ``gpt-4o``); anything else is
+    ``other``, so a client cannot create series by inventing model names.
+    """
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self._known = frozenset(n.strip().lower() for n in known if n and n.strip())
+
+    def __call__(self, model: str | None) -> str:
+        if not model:
+            return NONE
+        name = model.strip().lower()
+        cut = len(name)
+        while cut > 0:
+            if name[:cut] in self._known:
+                return name[:cut]
+            cut = max(name.rfind(ch, 0, cut) for ch in _BOUNDARY)
+        return OTHER
+
+
+class Metrics:
+    """Every collector the proxy exports, and the in-flight set behind the two gauges."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "llm_proxy_requests", "Requests answered, by HTTP status class of the response.",
+            [*_BY_MODEL, "status_class"], registry=r,
+        )
+        self.duration = Histogram(
+            "llm_proxy_request_duration_seconds",
+            "From the request's arrival to the end of its response.",
+            [*_BY_MODEL, "stream"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "llm_proxy_time_to_first_token_seconds",
+            "Streams only: from the request's arrival to the first event carrying content.",
+            _BY_MODEL, buckets=TTFT_BUCKETS, registry=r,
+        )
+        self._token_counters(r)
+        self._resilience_counters(r)
+        self.incomplete = Counter(
+            "llm_proxy_incomplete_responses",
+            "Responses that started but did not finish cleanly (reason: upstream or client).",
+            [*_BY_UPSTREAM, "reason"], registry=r,
+        )
+        self.cache_lookups = Counter(
+            "llm_proxy_cache_lookups",
+            "Reserved for the response cache (result: hit or miss); nothing counts it yet.",
+            ["route", "result"], registry=r,
+        )
+        self.live: set[Any] = set()
+        Gauge(
+            "llm_proxy_in_flight_requests", "Requests being served right now.", registry=r
+        ).set_function(lambda: len(self.live))
+        Gauge(
+            "llm_proxy_in_flight_streams", "SSE responses being streamed right now.", registry=r
+        ).set_function(lambda: sum(1 for ex in self.live if ex.stream))
+
+    def _token_counters(self, r: CollectorRegistry) -> None:
+        by_source = [*_BY_MODEL, "source"]
+        self.prompt_tokens = Counter(
+            "llm_proxy_prompt_tokens", "Input tokens (source: upstream or estimate).",
+            by_source, registry=r,
+        )
+        self.completion_tokens = Counter(
+            "llm_proxy_completion_tokens", "Output tokens (source: upstream or estimate).",
+            by_source, registry=r,
+        )
+        self.cached_tokens = Counter(
+            "llm_proxy_cached_tokens", "Input tokens read from the provider's prompt cache.",
+            _BY_MODEL, registry=r,
+        )
+        self.cost = Counter(
+            "llm_proxy_cost_usd", "Cost of the tokens at the price table's rates, in USD.",
+            _BY_MODEL, registry=r,
+        )
+        self.unpriced = Counter(
+            "llm_proxy_unpriced_requests",
+            "Requests with token counts but no price for their model (cost not counted).",
+            _BY_MODEL, registry=r,
+        )
+
+    def _resilience_counters(self, r: CollectorRegistry) -> None:
+        self.retries = Counter(
+            "llm_proxy_retries", "Attempts sent again to the upstream just tried.",
+            _BY_UPSTREAM, registry=r,
+        )
+        self.fallbacks = Counter(
+            "llm_proxy_fallbacks", "Moves to the next upstream (upstream: the one left).",
+            _BY_UPSTREAM, registry=r,
+        )
+        self.cooldown_waits = Counter(
+            "llm_proxy_cooldown_waits",
+            "Requests that waited for a shared upstream cooldown before sending.",
+            _BY_UPSTREAM, registry=r,
+        )
+        self.cooldown_skips = Counter(
+            "llm_proxy_cooldown_skips", "Upstreams skipped because they were cooling down.",
+            _BY_UPSTREAM, registry=r,
+        )
+        self.wait_seconds = Counter(
+            "llm_proxy_retry_wait_seconds", "Time requests spent waiting on hints and cooldowns.",
+            ["route"], registry=r,
+        )
+        self.trims = Counter(
+            "llm_proxy_context_trims", "Requests whose messages were trimmed to fit the window.",
+            ["route", "model"], registry=r,
+        )
+        self.trimmed_messages = Counter(
+            "llm_proxy_context_trimmed_messages", "Messages removed by context trimming.",
+            ["route", "model"], registry=r,
+        )
+
+    def track(self, ex: Any) -> None:
+        self.live.add(ex)
+
+    def untrack(self, ex: Any) -> None:
+        self.live.discard(ex)
+
+    def count_refused(self, route: str | None, status: int) -> None:
+        """A request refused before an exchange existed (unknown route, body too large)."""
+        self.requests.labels(route or NONE, NONE, NONE, status_class(status)).inc()
+
+    def exposition(self) -> bytes:
+        """The text format (0.0.4) every Prometheus 2.x scrapes, without ``_created`` series."""
+        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+
+class _WithoutCreated:
+    """The registry's families minus ``*_created`` samples: in the text format they are one
+    extra gauge series per counter and histogram child, which Prometheus 2.x has no use for.
+    (prometheus-client only offers a process-global switch for this.)"""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():  # fresh objects on every collect
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
+METRICS = web.AppKey("metrics", Metrics)
+"""The app's one Metrics, set by make_app; serve() reads it for a separate listen address."""
+
+
+def metrics_handler(metrics: Metrics) -> Any:
+    """``GET /metrics`` in the Prometheus text format."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
+        )
+
+    return handle
+
+
+def make_metrics_app(metrics: Metrics) -> web.Application:
+    """An app serving only ``/metrics``, for a separate listen address."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(metrics))
+    return app

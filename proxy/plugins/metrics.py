@@ -1,0 +1,121 @@
+"""Prometheus accounting of each finished request, from what the exchange and its log say.
+
+Reads the fields other plugins wrote into ``ex.log`` (usage: model, tokens, cost; attempt
+loop: attempts, retry_wait_ms; context budget: trimmed_messages), so it runs after them and
+before the request log. It never raises into the pipeline: a bug here must not cost the
+request its log line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..config import Config
+from ..context.windows import BUILTIN_WINDOWS
+from ..exchange import Exchange
+from ..metrics import NONE, Metrics, ModelLabels, status_class
+from ..pricing import BUILTIN_PRICES
+from . import Plugin
+
+
+def known_models(config: Config) -> set[str]:
+    """Model names that may appear as a label: price table, context windows, config."""
+    names: set[str] = set(BUILTIN_PRICES) | set(BUILTIN_WINDOWS) | set(config.pricing)
+    names |= set(config.context.models)
+    for route in config.routes:
+        names |= set(route.context.models)
+        for upstream in route.upstreams:
+            names |= set(upstream.models) | set(upstream.models.values())
+    return names
+
+
+class MetricsPlugin(Plugin):
+    """Counts, times and gauges requests; after usage accounting, before the request log."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: Metrics, models: Iterable[str], logger: Any) -> None:
+        self._m = metrics
+        self._model_label = ModelLabels(models)
+        self._log = logger
+
+    async def on_request(self, ex: Exchange) -> None:
+        self._m.track(ex)
+        return None
+
+    async def on_complete(self, ex: Exchange) -> None:
+        self._m.untrack(ex)
+        try:
+            self.observe(ex)
+        except Exception as exc:  # counted wrong is better than no log line
+            self._log.error("metrics failed", request_id=ex.request_id, error=repr(exc))
+
+    def observe(self, ex: Exchange) -> None:
+        m, log = self._m, ex.log
+        route = ex.route.name
+        upstream = ex.upstream.name if ex.upstream is not None else NONE
+        model = self._model_label(log.get("model"))
+        labels = (route, upstream, model)
+        m.requests.labels(*labels, status_class(ex.status)).inc()
+        m.duration.labels(*labels, "true" if ex.stream else "false").observe(
+            time.monotonic() - ex.t_start
+        )
+        if ex.stream and ex.t_first_token is not None:
+            m.ttft.labels(*labels).observe(ex.t_first_token - ex.t_start)
+        self._tokens(labels, log)
+        self._attempts(route, ex)
+        trimmed = log.get("trimmed_messages")
+        if isinstance(trimmed, int) and trimmed > 0:
+            m.trims.labels(route, model).inc()
+            m.trimmed_messages.labels(route, model).inc(trimmed)
+        if ex.error is not None and ex.status is not None and ex.status < 400:
+            reason = "client" if ex.error == "client disconnected" else "upstream"
+            m.incomplete.labels(route, upstream, reason).inc()
+
+    def _tokens(self, labels: tuple[str, str, str], log: dict[str, Any]) -> None:
+        source = log.get("token_source")
+        if source is None:
+            return
+        m = self._m
+        if log.get("prompt_tokens") is not None:
+            m.prompt_tokens.labels(*labels, source).inc(log["prompt_tokens"])
+        if log.get("completion_tokens") is not None:
+            m.completion_tokens.labels(*labels, source).inc(log["completion_tokens"])
+        if log.get("cached_tokens") is not None:
+            m.cached_tokens.labels(*labels).inc(log["cached_tokens"])
+        cost = log.get("cost_usd")
+        if cost is None:
+            m.unpriced.labels(*labels).inc()
+        else:
+            m.cost.labels(*labels).inc(cost)
+
+    def _attempts(self, route: str, ex: Exchange) -> None:
+        """Retries, fallbacks and cooldowns, read from the attempt records.
+
+        A record whose upstream equals the previous one's is a retry; a change of upstream is
+        a fallback from the previous one; ``cooling down`` records are skipped upstreams. A
+        wait not attributed to any record (``retry_wait_ms`` above the sum of ``waited_ms``)
+        can only be a wait for a shared cooldown.
+        """
+        m, attempts = self._m, ex.attempts
+        previous: str | None = None
+        for attempt in attempts:
+            name = attempt.get("upstream") or NONE
+            if attempt.get("reason") == "cooling down":
+                m.cooldown_skips.labels(route, name).inc()
+            elif name == previous:
+                m.retries.labels(route, name).inc()
+            if previous is not None and name != previous:
+                m.fallbacks.labels(route, previous).inc()
+            previous = name
+        waited_ms = ex.log.get("retry_wait_ms") or 0.0
+        if waited_ms <= 0:
+            return
+        m.wait_seconds.labels(route).inc(waited_ms / 1000)
+        attributed = sum(a.get("waited_ms") or 0.0 for a in attempts)
+        if waited_ms - attributed > 0.5:  # both sides are rounded to 0.1 ms
+            first = attempts[0].get("upstream") if attempts else None
+            target = first or (ex.upstream.name if ex.upstream is not None else NONE)
+            m.cooldown_waits.labels(route, target).inc()
