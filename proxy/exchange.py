@@ -47,9 +47,15 @@ class Exchange:
     )
 
     def __init__(
-        self, request: web.Request, route: RouteTarget, tail: str, body: bytes, request_id: str
+        self,
+        request: web.Request,
+        route: RouteTarget,
+        tail: str,
+        body: bytes,
+        request_id: str,
+        t_start: float | None = None,
     ) -> None:
-        self.t_start = time.monotonic()
+        self.t_start = time.monotonic() if t_start is None else t_start
         self.request = request
         self.route = route
         self.tail = tail

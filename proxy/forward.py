@@ -95,7 +95,8 @@ async def open_attempt(
 
     Connect errors become 502 and a first-byte timeout 504; the caller decides about retries.
     """
-    url = URL(upstream_url(upstream.base_url, ex.tail, ex.request.rel_url.raw_query_string), encoded=True)
+    query = ex.request.rel_url.raw_query_string
+    url = URL(upstream_url(upstream.base_url, ex.tail, query), encoded=True)
     try:
         async with asyncio.timeout(timeouts.first_byte_s):
             return await session.request(

@@ -6,6 +6,7 @@ route -> body -> plugins' on_request -> dispatcher (attempts, upstreams) -> rela
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import aiohttp
@@ -35,6 +36,7 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    t_start = time.monotonic()  # arrival: timings include reading the body
     state: AppState = request.app[STATE].current
     request_id = request.headers.get("x-request-id") or new_request_id()
     path = request.rel_url.raw_path
@@ -53,7 +55,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except ProxyError as error:
         state.log_unrouted(request, request_id, error)
         return error.render(route.provider, request_id)
-    ex = Exchange(request, route, tail, body, request_id)
+    ex = Exchange(request, route, tail, body, request_id, t_start)
     try:
         return await _serve(state, ex)
     except asyncio.CancelledError:

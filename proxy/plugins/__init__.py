@@ -57,8 +57,12 @@ class Pipeline:
         return None
 
     async def on_complete(self, ex: Exchange) -> None:
+        """Every hook runs even if an earlier one failed: the log line must always be written."""
         for hook in self.complete_hooks:
-            await hook(ex)
+            try:
+                await hook(ex)
+            except Exception as exc:  # a plugin bug must not cost the request its other hooks
+                ex.log.setdefault("plugin_errors", []).append(f"{hook.__qualname__}: {exc!r}")
 
     async def close(self) -> None:
         for plugin in self.plugins:

@@ -95,9 +95,8 @@ class MetricsPlugin(Plugin):
         """Retries, fallbacks and cooldowns, read from the attempt records.
 
         A record whose upstream equals the previous one's is a retry; a change of upstream is
-        a fallback from the previous one; ``cooling down`` records are skipped upstreams. A
-        wait not attributed to any record (``retry_wait_ms`` above the sum of ``waited_ms``)
-        can only be a wait for a shared cooldown.
+        a fallback from the previous one; ``cooling down`` records are skipped upstreams;
+        ``cooldown_waits`` names the upstreams whose shared cooldown this request waited out.
         """
         m, attempts = self._m, ex.attempts
         previous: str | None = None
@@ -110,12 +109,8 @@ class MetricsPlugin(Plugin):
             if previous is not None and name != previous:
                 m.fallbacks.labels(route, previous).inc()
             previous = name
+        for name in ex.log.get("cooldown_waits") or ():
+            m.cooldown_waits.labels(route, name).inc()
         waited_ms = ex.log.get("retry_wait_ms") or 0.0
-        if waited_ms <= 0:
-            return
-        m.wait_seconds.labels(route).inc(waited_ms / 1000)
-        attributed = sum(a.get("waited_ms") or 0.0 for a in attempts)
-        if waited_ms - attributed > 0.5:  # both sides are rounded to 0.1 ms
-            first = attempts[0].get("upstream") if attempts else None
-            target = first or (ex.upstream.name if ex.upstream is not None else NONE)
-            m.cooldown_waits.labels(route, target).inc()
+        if waited_ms > 0:
+            m.wait_seconds.labels(route).inc(waited_ms / 1000)

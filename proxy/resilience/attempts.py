@@ -109,6 +109,7 @@ class AttemptLoop:
             ex.log["attempts"] = ex.attempts
             ex.log["retry_wait_ms"] = round(run.waited * 1000, 1)
             ex.log["fallback"] = run.index > 0
+            ex.log["cooldown_waits"] = run.cooldown_waits
             if ex.upstream is not None:
                 ex.response_headers["x-proxy-upstream"] = ex.upstream.name
             ex.response_headers["x-proxy-attempts"] = str(len(ex.attempts))
@@ -126,6 +127,8 @@ class _Run:
         self.index = 0
         self.last: BufferedResponse | None = None
         self.last_error: ProxyError | None = None
+        self.cooldown_waits: list[str] = []
+        """Upstreams this request waited on because another request's 429 cooled them."""
 
     @property
     def has_fallback(self) -> bool:
@@ -175,7 +178,8 @@ class _Run:
                     "retry-after-ms": str(math.ceil(remaining * 1000)),
                 },
             )
-        await self._sleep(remaining)
+        self.cooldown_waits.append(upstream.name)
+        await self._sleep(remaining, hinted=False)
         return True
 
     def _give_up(self) -> Any:
@@ -235,10 +239,12 @@ class _Run:
         finally:
             resp.release()
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float, *, hinted: bool = True) -> None:
+        """Wait; a hinted wait (after an attempt's answer) is booked on that attempt."""
         seconds = max(0.0, seconds)
-        if self.ex.attempts:
-            self.ex.attempts[-1]["waited_ms"] = round(seconds * 1000, 1)
+        if hinted and self.ex.attempts:
+            last = self.ex.attempts[-1]
+            last["waited_ms"] = round(last["waited_ms"] + seconds * 1000, 1)
         self.waited += seconds
         await asyncio.sleep(seconds)
 

@@ -179,51 +179,62 @@ def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0
 
 
 @pytest.mark.parametrize(
-    ("attempts", "retry_wait_ms", "expected"),
+    ("attempts", "retry_wait_ms", "expected", "cooldown_waits"),
     [
-        ([attempt("primary", 200, "ok")], 0.0, {}),
+        ([attempt("primary", 200, "ok")], 0.0, {}, []),
         (
             [attempt("primary", 429, "retry-after", 1000.0), attempt("primary", 200, "ok")],
             1000.0,
             {("retries", "primary"): 1},
+            [],
         ),
         (
             [attempt("primary", 503, "backoff", 500.0), attempt("primary", 503, "backoff", 1000.0),
              attempt("primary", 200, "ok")],
             1500.0,
             {("retries", "primary"): 2},
+            [],
         ),
         (
             [attempt("primary", 429, "retry-after"), attempt("secondary", 200, "ok")],
             0.0,
             {("fallbacks", "primary"): 1},
+            [],
         ),
         (
             [attempt("primary", None, "cooling down"), attempt("secondary", 200, "ok")],
             0.0,
             {("cooldown_skips", "primary"): 1, ("fallbacks", "primary"): 1},
+            [],
         ),
         (
             [attempt("primary", 200, "ok")],  # waited 800 ms for a cooldown before sending
             800.0,
             {("cooldown_waits", "primary"): 1},
+            ["primary"],
         ),
         (
             [attempt("primary", 429, "x-ratelimit-reset", 2000.0), attempt("primary", 429,
              "retry-after"), attempt("secondary", 500, "passed")],
             2000.0,
             {("retries", "primary"): 1, ("fallbacks", "primary"): 1},
+            [],
         ),
     ],
 )
 def test_retries_fallbacks_and_cooldowns_are_read_from_the_attempt_records(
-    attempts: list[dict], retry_wait_ms: float, expected: Mapping[tuple[str, str], int]
+    attempts: list[dict],
+    retry_wait_ms: float,
+    expected: Mapping[tuple[str, str], int],
+    cooldown_waits: list[str],
 ) -> None:
     cfg = two_upstream_config()
     plugin, metrics = plugin_for(cfg)
     ex = exchange(cfg)
     ex.attempts.extend(attempts)
-    ex.log.update(attempts=ex.attempts, retry_wait_ms=retry_wait_ms)
+    ex.log.update(
+        attempts=ex.attempts, retry_wait_ms=retry_wait_ms, cooldown_waits=cooldown_waits
+    )
     plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     for kind in ("retries", "fallbacks", "cooldown_waits", "cooldown_skips"):
