@@ -81,7 +81,20 @@ def mix_config(fake_url: str) -> dict[str, Any]:
             {"name": "secondary", "base_url": fake_url},
         ],
     })
+    raw["routes"].append({
+        "prefix": "/trim",
+        "provider": "openai",
+        "context": {"max_input_tokens": 120},
+        "upstreams": [{"name": "fake-trim", "base_url": fake_url}],
+    })
     return raw
+
+
+LONG_CHAT = json.dumps({"model": "gpt-4o", "messages": [
+    {"role": "user", "content": "old question " + "word " * 60},
+    {"role": "assistant", "content": "old answer " + "word " * 60},
+    {"role": "user", "content": "new question"},
+]}).encode()
 
 
 async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
@@ -112,11 +125,12 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
     fake.enqueue(Fault(cut_after_chunks=2))
     assert (200, b"<cut>") == (lambda r: (r[0], r[2]))(await post(openai, STREAM_BARE))
     assert 404 == (await post(url + "/nowhere" + CHAT, CHAT_BODY))[0]
-    # 7. context trim: added by the context plugin's author (one request whose messages get
-    #    trimmed; expect llm_proxy_context_trims_total{route="/openai",model="gpt-4o"} == 1
-    #    and llm_proxy_context_trimmed_messages_total == the number of messages dropped).
+    # 7. context trim: the old user+assistant turn is evicted to fit 120 tokens
+    status, headers, _ = await post(url + "/trim" + CHAT, LONG_CHAT)
+    assert (200, "2") == (status, headers["x-proxy-context-trimmed"])
+    trimmed_prompt = prompt_tokens(json.loads(fake.requests[-1].body))
     for _ in range(100):  # the log line (and the count) follow the response's last byte
-        if len(logs.requests()) == 11:
+        if len(logs.requests()) == 12:
             break
         await asyncio.sleep(0.01)
     got = await scrape(url)
@@ -131,6 +145,7 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
         key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5",
             status_class="2xx"): 1.0,
         key(route="none", upstream="none", model="none", status_class="4xx"): 1.0,
+        key(route="/trim", upstream="fake-trim", model="gpt-4o", status_class="2xx"): 1.0,
     } == series(got, "llm_proxy_requests_total")
     assert {key(route="/openai", upstream="fake-openai"): 1.0} == series(
         got, "llm_proxy_retries_total")
@@ -145,9 +160,12 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
     assert total(got, "llm_proxy_retry_wait_seconds_total", route="/openai") >= 0.05
     assert {key(**oa, reason="upstream"): 1.0} == series(
         got, "llm_proxy_incomplete_responses_total")
-    assert {} == series(got, "llm_proxy_context_trims_total")
+    assert {key(route="/trim", model="gpt-4o"): 1.0} == series(
+        got, "llm_proxy_context_trims_total")
+    assert {key(route="/trim", model="gpt-4o"): 2.0} == series(
+        got, "llm_proxy_context_trimmed_messages_total")
     # every exchange has a duration (the 404 never became one); only streams have a TTFT
-    assert 10.0 == total(got, "llm_proxy_request_duration_seconds_count")
+    assert 11.0 == total(got, "llm_proxy_request_duration_seconds_count")
     assert 4.0 == total(got, "llm_proxy_request_duration_seconds_count", stream="true")
     assert {key(**oa, model="gpt-4o"): 3.0,
             key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5"): 1.0,
@@ -176,6 +194,8 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
         key(**fb, model="gpt-4o"): 2 * usd("gpt-4o", hi, five),
         key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5"):
             usd("claude-sonnet-4-5", claude_prompt, five),
+        key(route="/trim", upstream="fake-trim", model="gpt-4o"):
+            usd("gpt-4o", trimmed_prompt, five),
     }
     got_cost = series(got, "llm_proxy_cost_usd_total")
     assert set(expected_cost) == set(got_cost)
