@@ -108,7 +108,8 @@ class AttemptLoop:
         finally:
             ex.log["attempts"] = ex.attempts
             ex.log["retry_wait_ms"] = round(run.waited * 1000, 1)
-            ex.log["fallback"] = run.index > 0
+            first = ex.route.config.upstreams[0].name
+            ex.log["fallback"] = any(a["upstream"] != first for a in ex.attempts)
             ex.log["cooldown_waits"] = run.cooldown_waits
             if ex.upstream is not None:
                 ex.response_headers["x-proxy-upstream"] = ex.upstream.name
@@ -143,6 +144,8 @@ class _Run:
         if self.last is not None:
             return self.last
         assert self.last_error is not None
+        if len(self.ex.attempts) > 1:  # the proxy already retried: the SDK should not again
+            self.last_error.headers["x-should-retry"] = "false"
         raise self.last_error
 
     async def _try_upstream(self, upstream: Upstream) -> Any:

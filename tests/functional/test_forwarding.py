@@ -219,11 +219,14 @@ async def test_chunked_body_over_limit_is_413(fake: FakeUpstream, start_proxy: A
 
 
 async def test_upstream_unreachable_is_502(start_proxy: Any, logs: LogCapture) -> None:
-    url = await start_proxy(base_config(f"http://127.0.0.1:{free_port()}"))
-    status, _, body = await fetch("POST", url + "/openai" + CHAT, data=chat_body())
+    raw = base_config(f"http://127.0.0.1:{free_port()}", retry={"backoff_base_s": 0.01})
+    url = await start_proxy(raw)
+    status, headers, body = await fetch("POST", url + "/openai" + CHAT, data=chat_body())
     assert 502 == status
     assert "upstream_unreachable" == openai_error(body)["code"]
-    assert logs.requests()[-1]["status"] == 502
+    assert "false" == headers["x-should-retry"]  # the proxy retried already; the SDK need not
+    line = logs.requests()[-1]
+    assert (502, 3, False) == (line["status"], len(line["attempts"]), line["fallback"])
 
 
 async def test_first_byte_timeout_is_504(fake: FakeUpstream, start_proxy: Any) -> None:
