@@ -27,6 +27,15 @@ def conversation(turns: int) -> list[dict[str, Any]]:
     return messages
 
 
+async def post_json(url: str, body: bytes | str) -> tuple[int, Any, Any]:
+    """POST raw JSON bytes; the status, the response headers and the parsed answer."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url, data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            return resp.status, resp.headers.copy(), await resp.json()
+
+
 def capped(fake_url: str, max_input_tokens: int) -> dict[str, Any]:
     return base_config(fake_url, context={"max_input_tokens": max_input_tokens})
 
@@ -68,44 +77,37 @@ async def test_fitting_request_goes_out_byte_identical(
 ) -> None:
     url = await start_proxy(capped(fake.url, 100_000))
     body = json.dumps({"model": "gpt-4o", "messages": conversation(20)}, indent=1).encode()
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url + "/openai/v1/chat/completions",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        ) as resp:
-            assert 200 == resp.status
-            assert "x-proxy-context-trimmed" not in resp.headers
+    status, headers, _ = await post_json(url + "/openai/v1/chat/completions", body)
+    assert 200 == status
+    assert "x-proxy-context-trimmed" not in headers
     assert body == fake.requests[-1].body
 
 
-async def test_tool_call_and_results_evicted_together(fake: FakeUpstream, start_proxy: Any) -> None:
-    url = await start_proxy(capped(fake.url, 400))
+async def test_tool_call_and_results_stay_together(fake: FakeUpstream, start_proxy: Any) -> None:
+    """The oldest plain turn goes; the turn with a tool call and its result stays whole."""
     call = {
         "id": "call_1",
         "type": "function",
         "function": {"name": "lookup", "arguments": json.dumps({"q": FILLER})},
     }
-    messages = [
-        SYSTEM,
+    tool_turn = [
         {"role": "user", "content": "look it up " + FILLER},
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": FILLER},
         {"role": "assistant", "content": "found " + FILLER},
-        {"role": "user", "content": "and now " + FILLER},
     ]
-    body = json.dumps({"model": "gpt-4o", "messages": messages}).encode()
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url + "/openai/v1/chat/completions",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        ) as resp:
-            assert 200 == resp.status
-    sent = json.loads(fake.requests[-1].body)["messages"]
-    roles = [m["role"] for m in sent]
-    assert "tool" not in roles or "assistant" in roles[: roles.index("tool")]
-    assert [SYSTEM, messages[-1]] == [sent[0], sent[-1]]
+    old_turn = [
+        {"role": "user", "content": "old " + FILLER},
+        {"role": "assistant", "content": "old " + FILLER},
+    ]
+    newest = {"role": "user", "content": "and now?"}
+    kept = [SYSTEM, *tool_turn, newest]
+    budget = tokens.count_request({"model": "gpt-4o", "messages": kept}, "openai").tokens
+    url = await start_proxy(capped(fake.url, budget))
+    body = json.dumps({"model": "gpt-4o", "messages": [SYSTEM, *old_turn, *tool_turn, newest]})
+    status, headers, _ = await post_json(url + "/openai/v1/chat/completions", body.encode())
+    assert (200, "2") == (status, headers["x-proxy-context-trimmed"])
+    assert kept == json.loads(fake.requests[-1].body)["messages"]
 
 
 async def test_anthropic_sdk_trimmed_conversation_stays_valid(
@@ -177,12 +179,8 @@ async def test_anthropic_refusal_has_anthropic_shape(fake: FakeUpstream, start_p
             "messages": [{"role": "user", "content": FILLER * 3}],
         }
     ).encode()
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url + "/anthropic/v1/messages", data=body, headers={"Content-Type": "application/json"}
-        ) as resp:
-            payload = await resp.json()
-            assert 400 == resp.status
+    status, _, payload = await post_json(url + "/anthropic/v1/messages", body)
+    assert 400 == status
     assert "invalid_request_error" == payload["error"]["type"]
     assert [] == fake.requests
 
@@ -193,13 +191,8 @@ async def test_model_window_and_max_tokens_set_the_budget(
     raw = base_config(fake.url, context={"models": {"tiny-model": 1000}, "safety_margin": 0})
     url = await start_proxy(raw)
     body = json.dumps({"model": "tiny-model", "max_tokens": 200, "messages": conversation(10)})
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url + "/openai/v1/chat/completions",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        ) as resp:
-            assert 200 == resp.status
+    status, _, _ = await post_json(url + "/openai/v1/chat/completions", body)
+    assert 200 == status
     line = logs.requests()[-1]
     assert (800, "estimate") == (line["budget"], line["count_method"])
     assert line["trimmed_messages"] > 0
@@ -210,14 +203,8 @@ async def test_malformed_json_over_bound_gets_provider_error(
 ) -> None:
     url = await start_proxy(capped(fake.url, 10))
     body = b'{"model": "gpt-4o", "messages": [' + b"x" * 500
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url + "/openai/v1/chat/completions",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        ) as resp:
-            payload = await resp.json()
-            assert 400 == resp.status
+    status, _, payload = await post_json(url + "/openai/v1/chat/completions", body)
+    assert 400 == status
     assert "invalid_request_error" == payload["error"]["type"]
     assert [] == fake.requests
 
@@ -225,9 +212,6 @@ async def test_malformed_json_over_bound_gets_provider_error(
 async def test_other_endpoints_untouched(fake: FakeUpstream, start_proxy: Any) -> None:
     url = await start_proxy(capped(fake.url, 5))
     body = json.dumps({"model": "text-embedding-3-small", "input": FILLER * 4}).encode()
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url + "/openai/v1/embeddings", data=body, headers={"Content-Type": "application/json"}
-        ) as resp:
-            assert 200 == resp.status
+    status, _, _ = await post_json(url + "/openai/v1/embeddings", body)
+    assert 200 == status
     assert body == fake.requests[-1].body
