@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import re
 import sys
+import threading
+from collections import deque
 from collections.abc import MutableMapping
 from typing import IO, Any
 
@@ -25,15 +28,23 @@ _SECRET_KEYS = frozenset(
 _SECRET_VALUE = re.compile(r"(Bearer\s+|sk-|sk-ant-)[A-Za-z0-9._~+/=-]{6,}")
 
 
+def _mask(match: re.Match[str]) -> str:
+    return match.group(1) + "[REDACTED]"
+
+
 def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _SECRET_VALUE.sub(lambda m: m.group(1) + "[REDACTED]", value)
-    if isinstance(value, dict):
+    """Masked copy of ``value``; plain strings without a credential marker cost one scan."""
+    kind = type(value)
+    if kind is str:
+        if "sk-" in value or "earer" in value:
+            return _SECRET_VALUE.sub(_mask, value)
+        return value
+    if kind is dict:
         return {
             k: "[REDACTED]" if str(k).lower() in _SECRET_KEYS else _redact_value(v)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [_redact_value(v) for v in value]
     return value
 
@@ -42,16 +53,84 @@ def redact_secrets(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Last line of defence: credential-named keys and credential-looking strings are masked."""
-    for key, value in list(event.items()):
+    for key, value in event.items():
+        if type(value) in _SCALARS:
+            continue
         if key.lower() in _SECRET_KEYS:
             event[key] = "[REDACTED]"
-        elif isinstance(value, str | dict | list | tuple):
+        else:
             event[key] = _redact_value(value)
+    for key in _SECRET_KEYS.intersection(event):
+        event[key] = "[REDACTED]"
     return event
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+class QueuedLineWriter:
+    """structlog's final logger for stdout: lines go into a bounded buffer that a thread writes.
+
+    The event loop never blocks on a slow pipe (journald, a full terminal); under sustained
+    overload the oldest unwritten lines are dropped and counted rather than memory growing.
+    """
+
+    def __init__(self, out: IO[str], max_lines: int = 10_000) -> None:
+        self._out = out
+        self._lines: deque[str] = deque(maxlen=max_lines)
+        self._wake = threading.Event()
+        self._closed = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def msg(self, message: str) -> None:
+        lines = self._lines
+        if len(lines) == lines.maxlen:
+            self.dropped += 1
+        lines.append(message)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+    def _run(self) -> None:
+        while not self._closed or self._lines:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        batch = []
+        while self._lines:
+            batch.append(self._lines.popleft())
+        if self.dropped:
+            batch.append(f'{{"event": "log lines dropped", "count": {self.dropped}}}')
+            self.dropped = 0
+        if batch:
+            try:
+                self._out.write("\n".join(batch) + "\n")
+                self._out.flush()
+            except (OSError, ValueError):
+                pass  # stdout went away; nothing better to do with a log line
+
+    def close(self) -> None:
+        """Write what is buffered and stop the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=2)
+        self._drain()
+
+
 def make_logger(cfg: Logging, stream: IO[str] | None = None) -> Any:
-    """A logger bound to ``stream`` (stdout by default); no global structlog state is touched."""
+    """A logger bound to ``stream`` (stdout by default); no global structlog state is touched.
+
+    stdout is written by a background thread through a bounded buffer; any other stream (tests
+    pass a StringIO) is written synchronously, so a line is there when the request ends.
+    """
     out = stream if stream is not None else sys.stdout
     console = cfg.format == "console" or (cfg.format == "auto" and out.isatty())
     renderer: Any = (
@@ -59,8 +138,9 @@ def make_logger(cfg: Logging, stream: IO[str] | None = None) -> Any:
         if console
         else structlog.processors.JSONRenderer()
     )
+    sink: Any = QueuedLineWriter(out) if stream is None else structlog.WriteLogger(out)
     return structlog.wrap_logger(
-        structlog.WriteLogger(out),
+        sink,
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
