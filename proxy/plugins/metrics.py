@@ -40,6 +40,16 @@ class MetricsPlugin(Plugin):
         self._m = metrics
         self._model_label = ModelLabels(models)
         self._log = logger
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: label lookups take a lock and hash each time.
+        Label values are bounded (see ModelLabels), so the memo is too."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def on_request(self, ex: Exchange) -> None:
         self._m.track(ex)
@@ -58,21 +68,21 @@ class MetricsPlugin(Plugin):
         upstream = ex.upstream.name if ex.upstream is not None else NONE
         model = self._model_label(log.get("model"))
         labels = (route, upstream, model)
-        m.requests.labels(*labels, status_class(ex.status)).inc()
-        m.duration.labels(*labels, "true" if ex.stream else "false").observe(
+        self._child(m.requests, *labels, status_class(ex.status)).inc()
+        self._child(m.duration, *labels, "true" if ex.stream else "false").observe(
             time.monotonic() - ex.t_start
         )
         if ex.stream and ex.t_first_token is not None:
-            m.ttft.labels(*labels).observe(ex.t_first_token - ex.t_start)
+            self._child(m.ttft, *labels).observe(ex.t_first_token - ex.t_start)
         self._tokens(labels, log)
         self._attempts(route, ex)
         trimmed = log.get("trimmed_messages")
         if isinstance(trimmed, int) and trimmed > 0:
-            m.trims.labels(route, model).inc()
-            m.trimmed_messages.labels(route, model).inc(trimmed)
+            self._child(m.trims, route, model).inc()
+            self._child(m.trimmed_messages, route, model).inc(trimmed)
         if ex.error is not None and ex.status is not None and ex.status < 400:
             reason = "client" if ex.error == "client disconnected" else "upstream"
-            m.incomplete.labels(route, upstream, reason).inc()
+            self._child(m.incomplete, route, upstream, reason).inc()
 
     def _tokens(self, labels: tuple[str, str, str], log: dict[str, Any]) -> None:
         source = log.get("token_source")
@@ -80,16 +90,16 @@ class MetricsPlugin(Plugin):
             return
         m = self._m
         if log.get("prompt_tokens") is not None:
-            m.prompt_tokens.labels(*labels, source).inc(log["prompt_tokens"])
+            self._child(m.prompt_tokens, *labels, source).inc(log["prompt_tokens"])
         if log.get("completion_tokens") is not None:
-            m.completion_tokens.labels(*labels, source).inc(log["completion_tokens"])
+            self._child(m.completion_tokens, *labels, source).inc(log["completion_tokens"])
         if log.get("cached_tokens") is not None:
-            m.cached_tokens.labels(*labels).inc(log["cached_tokens"])
+            self._child(m.cached_tokens, *labels).inc(log["cached_tokens"])
         cost = log.get("cost_usd")
         if cost is None:
-            m.unpriced.labels(*labels).inc()
+            self._child(m.unpriced, *labels).inc()
         else:
-            m.cost.labels(*labels).inc(cost)
+            self._child(m.cost, *labels).inc(cost)
 
     def _attempts(self, route: str, ex: Exchange) -> None:
         """Retries, fallbacks and cooldowns, read from the attempt records.
@@ -103,14 +113,14 @@ class MetricsPlugin(Plugin):
         for attempt in attempts:
             name = attempt.get("upstream") or NONE
             if attempt.get("reason") == "cooling down":
-                m.cooldown_skips.labels(route, name).inc()
+                self._child(m.cooldown_skips, route, name).inc()
             elif name == previous:
-                m.retries.labels(route, name).inc()
+                self._child(m.retries, route, name).inc()
             if previous is not None and name != previous:
-                m.fallbacks.labels(route, previous).inc()
+                self._child(m.fallbacks, route, previous).inc()
             previous = name
         for name in ex.log.get("cooldown_waits") or ():
-            m.cooldown_waits.labels(route, name).inc()
+            self._child(m.cooldown_waits, route, name).inc()
         waited_ms = ex.log.get("retry_wait_ms") or 0.0
         if waited_ms > 0:
-            m.wait_seconds.labels(route).inc(waited_ms / 1000)
+            self._child(m.wait_seconds, route).inc(waited_ms / 1000)
