@@ -25,6 +25,15 @@ from .hints import backoff, is_quota_exhausted, parse_wait, proactive_cooldown
 MAX_WAIT_HEADER = "x-proxy-max-wait"
 _OVERLOAD = frozenset({429, 503, 529})
 _MAX_ERROR_BODY = 1 << 20
+_REMAINING = (
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-remaining-tokens_usage_based",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-output-tokens-remaining",
+)
 
 
 class BufferedResponse:
@@ -57,6 +66,11 @@ class CoolingDown(ProxyError):
     openai_type = "rate_limit_error"
     anthropic_type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+def _is_zero(value: str | None) -> bool:
+    """"0", "0.0", " 00 ": a bucket reported empty (the full parse decides what it means)."""
+    return value is not None and value.strip() != "" and value.strip().strip("0.") == ""
 
 
 def cooldown_key(upstream: Upstream) -> str:
@@ -230,6 +244,8 @@ class _Run:
 
     async def _note_limits(self, upstream: Upstream, headers: CIMultiDictProxy[str]) -> None:
         """Cool down proactively when the upstream says a bucket is empty, even on success."""
+        if not any(_is_zero(headers.get(name)) for name in _REMAINING):
+            return  # the common case, decided without parsing every rate-limit header
         seconds = proactive_cooldown(headers, time.time())
         if seconds:
             await self.loop._store.cool(cooldown_key(upstream), time.time() + seconds)

@@ -269,3 +269,29 @@ async def test_two_processes_share_cooldown_through_redis(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_success_with_empty_bucket_cools_upstream_proactively(
+    fake: FakeUpstream, start_proxy: Any
+) -> None:
+    """A 200 saying x-ratelimit-remaining-requests: 0 sends the next request elsewhere."""
+    url = await start_proxy(two_upstreams(fake.url))
+    empty = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}
+    fake.enqueue(Fault(status=200, headers=empty))
+    first = await post(url + "/openai" + CHAT)
+    second = await post(url + "/openai" + CHAT)
+    assert (200, "primary") == (first[0], first[1]["x-proxy-upstream"])
+    assert (200, "secondary") == (second[0], second[1]["x-proxy-upstream"])
+
+
+async def test_success_with_tokens_left_does_not_cool(fake: FakeUpstream, start_proxy: Any) -> None:
+    url = await start_proxy(two_upstreams(fake.url))
+    fake.enqueue(
+        Fault(
+            status=200,
+            headers={"x-ratelimit-remaining-requests": "10", "x-ratelimit-reset-requests": "20s"},
+        )
+    )
+    await post(url + "/openai" + CHAT)
+    status, headers, _ = await post(url + "/openai" + CHAT)
+    assert (200, "primary") == (status, headers["x-proxy-upstream"])
