@@ -30,7 +30,13 @@ from typing import Any, Literal
 import tiktoken
 
 from proxy.context import images
-from proxy.context.bpe import EncodingFileError, EncodingName, count_chunked, get_encoding
+from proxy.context.bpe import (
+    EncodingFileError,
+    EncodingName,
+    all_loaded,
+    count_chunked,
+    get_encoding,
+)
 from proxy.context.windows import longest_prefix, normalize_model
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "EncodingFileError",
     "Provider",
     "TokenCount",
+    "all_loaded",
     "count_anthropic_messages",
     "count_openai_chat",
     "count_request",

@@ -165,7 +165,7 @@ class ContextBudget(Plugin):
         self, ex: Exchange, data: dict[str, Any], provider: str, budget: int, factor: float
     ) -> Outcome:
         try:
-            if len(ex.body) > OFF_LOOP_BYTES:
+            if len(ex.body) > OFF_LOOP_BYTES or not tokens.all_loaded():
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._pool, fit, data, provider, budget, factor)
             return fit(data, provider, budget, factor)

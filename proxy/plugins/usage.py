@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import PriceEntry, Provider
-from ..context.tokens import count_request, count_text, get_encoding
+from ..context.tokens import all_loaded, count_request, count_text, get_encoding
 from ..exchange import Exchange
 from ..pricing import Price, PriceTable
 from ..usage import Usage, UsageTap
@@ -155,7 +155,7 @@ class UsageAccounting(Plugin):
         body = None if isinstance(prompt, int) else await self._sent_body(ex)
         size = len(text) + (len(ex.body) if body is not None else 0)
         args = (text, body, model, ex.route.provider.name, ex.route.config.context.safety_factor)
-        if size > self._inline_max:
+        if size > self._inline_max or not all_loaded():
             completion, body_prompt = await asyncio.to_thread(_count_tokens, *args)
         else:
             completion, body_prompt = _count_tokens(*args)
