@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import IO, Any
 
-import aiohttp
 from aiohttp import web
 
 from .config import Config
@@ -20,24 +21,14 @@ from .plugins.context_budget import ContextBudget
 from .plugins.metrics import MetricsPlugin, known_models
 from .plugins.request_log import RequestLog
 from .plugins.usage import UsageAccounting, warm_token_encodings
+from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinned
 from .resilience.attempts import AttemptLoop
-from .resilience.cooldown import CooldownStore, make_store
+from .resilience.cooldown import make_store
 from .routing import Router
-from .service import healthz
+from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz
 from .state import STATE, AppState, StateHolder
 
-
-@dataclass(slots=True)
-class Resources:
-    """Things that live as long as the server, shared by every config generation."""
-
-    session: aiohttp.ClientSession
-    logger: Any
-    cooldowns: CooldownStore
-    metrics: Metrics
-
-
-RESOURCES = web.AppKey("resources", Resources)
+__all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app"]
 
 
 def default_plugins(config: Config, res: Resources) -> list[Plugin]:
@@ -60,14 +51,34 @@ def build_state(config: Config, res: Resources) -> AppState:
     )
 
 
-def make_app(config: Config, *, log_stream: IO[str] | None = None) -> web.Application:
+def _flush_log(logger: Any) -> None:
+    """Write out what a queued log sink still holds (and stop its thread): a worker process
+    ends with ``os._exit``, which skips the ``atexit`` hook that would otherwise do it."""
+    close = getattr(getattr(logger, "_logger", None), "close", None)
+    if callable(close):
+        close()
+
+
+def make_app(
+    config: Config,
+    *,
+    log_stream: IO[str] | None = None,
+    worker: int | None = None,
+    metrics_dir: str | None = None,
+) -> web.Application:
+    """The proxy app for ``config``. ``worker`` (its index under a supervisor) is added to every
+    log line; ``metrics_dir`` makes the metrics shared with sibling workers (see metrics.py)."""
     app = web.Application(client_max_size=config.limits.max_body_bytes, handler_args={})
     holder = StateHolder()
     app[STATE] = holder
-    metrics = app[METRICS] = Metrics()
+    generations = Generations(holder)
+    metrics = app[METRICS] = Metrics(shared_dir=metrics_dir)
+    app[PROCESS] = ProcessInfo(started=time.monotonic(), worker=worker)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         logger = make_logger(config.logging, log_stream)
+        if worker is not None:
+            logger = logger.bind(worker=worker)
 
         def state_error(op: str, exc: Exception) -> None:
             logger.error("shared state unavailable, using local memory", op=op, error=repr(exc))
@@ -83,14 +94,24 @@ def make_app(config: Config, *, log_stream: IO[str] | None = None) -> web.Applic
             logger.error("token encodings unavailable, usage estimates will fail", error=broken)
         app[RESOURCES] = res
         holder.current = build_state(config, res)
+        app[RELOADER] = Reloader(generations, functools.partial(build_state, res=res), logger)
+        publisher = asyncio.create_task(metrics.publish_live()) if metrics.shared else None
         yield
-        await holder.current.pipeline.close()
+        if publisher is not None:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+        with contextlib.suppress(TimeoutError):  # handlers cut by the drain log their line
+            async with asyncio.timeout(CANCEL_GRACE_S):
+                await generations.wait_idle()
+        await generations.close()
         await res.cooldowns.close()
         await res.session.close()
+        _flush_log(logger)
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     if config.metrics.enabled and config.metrics.port is None:  # else serve() listens for it
         app.router.add_get("/metrics", metrics_handler(metrics))
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", pinned(handle, generations))
     return app

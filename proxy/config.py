@@ -32,6 +32,19 @@ class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
     unix: str | None = None
+    """Also listen on this Unix socket path (a sidecar's apps reach it with no TCP port)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: must be 0..65535, got {self.port!r}")
+        if self.unix is not None and not 0 < len(os.fsencode(self.unix)) <= _UNIX_PATH_MAX:
+            raise ConfigError(
+                f"unix: a socket path must be 1..{_UNIX_PATH_MAX} bytes, got {self.unix!r}"
+            )
+
+
+_UNIX_PATH_MAX = 107
+"""sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,37 @@ Prometheus conventions: the ``llm_proxy_`` prefix, base units (seconds, USD), ``
 counters. Label values come from closed sets: routes and upstreams from config, models through
 :class:`ModelLabels`, status as its class. What a request did is turned into these calls by
 ``proxy.plugins.metrics``; this module knows nothing of exchanges beyond the in-flight set.
+
+Across workers (``--workers N``) the numbers must be the server's, not one worker's, whichever
+worker a scrape lands on. prometheus-client's multiprocess mode does that: each worker writes
+its values to memory-mapped files in a directory the supervisor owns, and any worker's
+``/metrics`` merges every file. It was chosen over merging siblings' expositions on scrape
+because a dead worker's files stay: a restarted worker does not make the summed counters drop
+(Prometheus would read that as a reset and over-count ``rate()``), and no worker has to reach
+another. Its limits, handled here: callback gauges cannot cross processes, so in shared mode
+the two in-flight gauges are ``livesum`` gauges each worker refreshes every second (and the
+supervisor drops a dead worker's with ``mark_process_dead``); and the value class is chosen
+process-wide, so shared mode is switched on only inside a worker process, never in the tests'
+many in-process apps.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
@@ -61,10 +83,33 @@ class ModelLabels:
         return OTHER
 
 
-class Metrics:
-    """Every collector the proxy exports, and the in-flight set behind the two gauges."""
+def share_values(directory: str) -> None:
+    """Make this process write every metric value to ``directory`` (multiprocess mode).
 
-    def __init__(self) -> None:
+    prometheus-client reads the directory from ``PROMETHEUS_MULTIPROC_DIR`` whenever it opens a
+    file, and picks the value class once at import; both are set here, for the whole process,
+    before any collector exists. Called only in a worker process of a supervisor.
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+
+
+def forget_process(directory: str, pid: int) -> None:
+    """A worker died: its ``livesum`` gauges (in-flight) go; its counters stay counted."""
+    multiprocess.mark_process_dead(pid, directory)
+
+
+class Metrics:
+    """Every collector the proxy exports, and the in-flight set behind the two gauges.
+
+    ``shared_dir``: aggregate with sibling worker processes through that directory.
+    """
+
+    def __init__(self, shared_dir: str | None = None) -> None:
+        self.shared_dir = shared_dir
+        if shared_dir is not None:
+            share_values(shared_dir)
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "llm_proxy_requests", "Requests answered, by HTTP status class of the response.",
@@ -93,12 +138,33 @@ class Metrics:
             ["route", "result"], registry=r,
         )
         self.live: set[Any] = set()
-        Gauge(
-            "llm_proxy_in_flight_requests", "Requests being served right now.", registry=r
-        ).set_function(lambda: len(self.live))
-        Gauge(
-            "llm_proxy_in_flight_streams", "SSE responses being streamed right now.", registry=r
-        ).set_function(lambda: sum(1 for ex in self.live if ex.stream))
+        mode: Any = "livesum"
+        self._in_flight = Gauge(
+            "llm_proxy_in_flight_requests", "Requests being served right now.",
+            registry=r, multiprocess_mode=mode,
+        )
+        self._in_flight_streams = Gauge(
+            "llm_proxy_in_flight_streams", "SSE responses being streamed right now.",
+            registry=r, multiprocess_mode=mode,
+        )
+        if shared_dir is None:  # computed on scrape; shared mode refreshes them instead
+            self._in_flight.set_function(lambda: len(self.live))
+            self._in_flight_streams.set_function(self.live_streams)
+
+    @property
+    def shared(self) -> bool:
+        return self.shared_dir is not None
+
+    def live_streams(self) -> int:
+        return sum(1 for ex in self.live if ex.stream)
+
+    async def publish_live(self, interval_s: float = 1.0) -> None:
+        """Shared mode: write the in-flight gauges every ``interval_s`` (a stream is known to
+        be one only once its response started, so they cannot be kept on track/untrack)."""
+        while True:
+            self._in_flight.set(len(self.live))
+            self._in_flight_streams.set(self.live_streams())
+            await asyncio.sleep(interval_s)
 
     def _token_counters(self, r: CollectorRegistry) -> None:
         by_source = [*_BY_MODEL, "source"]
@@ -166,7 +232,12 @@ class Metrics:
         self.requests.labels(route or NONE, NONE, NONE, status_class(status)).inc()
 
     def exposition(self) -> bytes:
-        """The text format (0.0.4) every Prometheus 2.x scrapes, without ``_created`` series."""
+        """The text format (0.0.4) every Prometheus 2.x scrapes, without ``_created`` series;
+        in shared mode the sum over every worker's files."""
+        if self.shared_dir is not None:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged, path=self.shared_dir)
+            return generate_latest(merged)
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
 
 
