@@ -20,7 +20,7 @@ from .plugins import Pipeline, Plugin
 from .plugins.context_budget import ContextBudget
 from .plugins.metrics import MetricsPlugin, known_models
 from .plugins.request_log import RequestLog
-from .plugins.usage import UsageAccounting, warm_token_encodings
+from .plugins.usage import UsageAccounting
 from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinned
 from .resilience.attempts import AttemptLoop
 from .resilience.cooldown import make_store
@@ -89,9 +89,6 @@ def make_app(
             cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
             metrics=metrics,
         )
-        broken = await asyncio.to_thread(warm_token_encodings)  # never load one on the loop
-        if broken is not None:
-            logger.error("token encodings unavailable, usage estimates will fail", error=broken)
         app[RESOURCES] = res
         holder.current = build_state(config, res)
         app[RELOADER] = Reloader(generations, functools.partial(build_state, res=res), logger)

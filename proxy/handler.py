@@ -17,7 +17,7 @@ from .exchange import Exchange
 from .providers import guess_provider
 from .relay import StreamAborted, relay, start_response
 from .routing import escapes_base
-from .state import STATE, AppState
+from .state import AppState
 
 
 def new_request_id() -> str:
@@ -35,9 +35,9 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         raise BodyTooLarge(f"request body exceeds the limit of {max_bytes} bytes") from None
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+async def handle(request: web.Request, state: AppState) -> web.StreamResponse:
+    """Serve one request on ``state``, the config generation it started under."""
     t_start = time.monotonic()  # arrival: timings include reading the body
-    state: AppState = request.app[STATE].current
     request_id = request.headers.get("x-request-id") or new_request_id()
     path = request.rel_url.raw_path
     match = state.router.match(path)
@@ -59,10 +59,27 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         return await _serve(state, ex)
     except asyncio.CancelledError:
-        ex.error = ex.error or "client disconnected"
+        transport = request.transport
+        gone = transport is None or transport.is_closing()
+        ex.error = ex.error or ("client disconnected" if gone else "cancelled by shutdown")
         raise
     finally:
-        await state.pipeline.on_complete(ex)
+        await _complete(state, ex)
+
+
+async def _complete(state: AppState, ex: Exchange) -> None:
+    """Run the completion hooks to the end even if the client goes away meanwhile.
+
+    With handler cancellation on, a client that closes its connection right after the last
+    byte cancels this handler; the hooks (usage estimate, metrics, the log line) still finish,
+    and the cancellation is passed on afterwards.
+    """
+    done = asyncio.ensure_future(state.pipeline.on_complete(ex))
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await done
+        raise
 
 
 async def _serve(state: AppState, ex: Exchange) -> web.StreamResponse:

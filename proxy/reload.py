@@ -131,20 +131,17 @@ class Generations:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, AppState], Awaitable[web.StreamResponse]]
 
 
 def pinned(handler: Handler, generations: Generations) -> Handler:
-    """Count the request against the generation it runs on.
-
-    ``handler`` reads ``app[STATE].current`` before its first ``await``; this wrapper reads it
-    just before calling it, with no ``await`` in between, so both see the same generation.
-    """
+    """Run ``handler`` on the current generation and count the request against it, so a
+    replaced generation is closed only after its last request."""
 
     async def handle_pinned(request: web.Request) -> web.StreamResponse:
         state = generations.enter()
         try:
-            return await handler(request)
+            return await handler(request, state)
         finally:
             generations.leave(state)
 

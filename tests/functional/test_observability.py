@@ -357,3 +357,23 @@ async def test_metrics_on_their_own_listen_address(fake: FakeUpstream, tmp_path:
                             model="none", status_class="4xx")
     finally:
         proc.stop()
+
+
+async def test_log_line_survives_client_closing_right_after_last_byte(
+    fake: FakeUpstream, proxy_url: str, logs: LogCapture
+) -> None:
+    """A long stream without usage is estimated in a thread after the last byte; the client
+    hanging up at that moment must not cancel the estimate, the metrics or the log line."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            proxy_url + "/openai" + CHAT, json=STREAM_BARE, headers={"x-fake-chunks": "4000"}
+        ) as resp:
+            await resp.read()
+    # the session is closed: the connection went away right after the response
+    for _ in range(200):
+        if logs.requests():
+            break
+        await asyncio.sleep(0.02)
+    line = logs.requests()[-1]
+    assert ("estimate", None) == (line["token_source"], line["error"])
+    assert line["completion_tokens"] >= 4000

@@ -110,8 +110,7 @@ async def test_pinned_handler_counts_the_request_on_the_generation_it_started_wi
     gens = Generations(holder)
     started, finish = asyncio.Event(), asyncio.Event()
 
-    async def handler(request: Any) -> Any:
-        seen = holder.current
+    async def handler(request: Any, seen: Any) -> Any:
         started.set()
         await finish.wait()
         return seen
