@@ -59,27 +59,11 @@ async def handle(request: web.Request, state: AppState) -> web.StreamResponse:
     try:
         return await _serve(state, ex)
     except asyncio.CancelledError:
-        transport = request.transport
-        gone = transport is None or transport.is_closing()
-        ex.error = ex.error or ("client disconnected" if gone else "cancelled by shutdown")
+        reason = "cancelled by shutdown" if state.draining else "client disconnected"
+        ex.error = ex.error or reason
         raise
     finally:
-        await _complete(state, ex)
-
-
-async def _complete(state: AppState, ex: Exchange) -> None:
-    """Run the completion hooks to the end even if the client goes away meanwhile.
-
-    With handler cancellation on, a client that closes its connection right after the last
-    byte cancels this handler; the hooks (usage estimate, metrics, the log line) still finish,
-    and the cancellation is passed on afterwards.
-    """
-    done = asyncio.ensure_future(state.pipeline.on_complete(ex))
-    try:
-        await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await done
-        raise
+        await state.pipeline.complete(ex)
 
 
 async def _serve(state: AppState, ex: Exchange) -> web.StreamResponse:

@@ -80,6 +80,11 @@ class Generations:
             finally:
                 self._idle = None
 
+    def mark_draining(self) -> None:
+        """Flag every live generation: requests cancelled from now on were cut by the drain."""
+        for state in (self.holder.current, *self._retired.values()):
+            state.draining = True
+
     def enter(self) -> AppState:
         state = self.holder.current
         key = id(state)

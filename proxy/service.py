@@ -147,6 +147,7 @@ async def _drain(runner: web.AppRunner, reloader: Reloader, drain_s: float) -> N
     before it cancels a handler; this keeps the operator's ``drain_timeout_s`` the real bound.
     """
     generations = reloader.generations
+    generations.mark_draining()
     reloader.logger.info("draining", timeout_s=drain_s, in_flight=generations.in_flight)
     for site in list(runner.sites):
         await site.stop()

@@ -26,6 +26,8 @@ class AppState:
     logger: Any
     refused: Callable[[str | None, int], None] | None = None
     """Told (route name or None, status) of each request refused before an exchange existed."""
+    draining: bool = False
+    """Set when the server drains, so a request cut at the drain timeout says so in its line."""
 
     @property
     def prefixes(self) -> str:

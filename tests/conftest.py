@@ -3,6 +3,7 @@ and the proxy's log lines captured as parsed JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -28,6 +29,25 @@ class LogCapture(io.StringIO):
 
     def requests(self) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line.get("event") == "request"]
+
+    async def settled(self, at_least: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The request lines once ``at_least`` exist and no more arrive for a moment.
+
+        A request's line is written by its completion hooks, just after the client has seen
+        the response end, so a test reads it after this rather than at once.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        seen = -1
+        while asyncio.get_running_loop().time() < deadline:
+            lines = self.requests()
+            if len(lines) >= at_least and len(lines) == seen:
+                return lines
+            seen = len(lines)
+            await asyncio.sleep(0.02)
+        return self.requests()
+
+    async def last(self) -> dict[str, Any]:
+        return (await self.settled())[-1]
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -45,6 +46,7 @@ class Pipeline:
 
     def __init__(self, plugins: Sequence[Plugin]) -> None:
         self.plugins = tuple(plugins)
+        self._finishing: set[asyncio.Future[None]] = set()
         self.request_hooks = [p.on_request for p in plugins if _overrides(p, "on_request")]
         self.chunk_taps = [p.on_chunk for p in plugins if _overrides(p, "on_chunk")]
         self.complete_hooks = [p.on_complete for p in plugins if _overrides(p, "on_complete")]
@@ -64,6 +66,25 @@ class Pipeline:
             except Exception as exc:  # a plugin bug must not cost the request its other hooks
                 ex.log.setdefault("plugin_errors", []).append(f"{hook.__qualname__}: {exc!r}")
 
-    async def close(self) -> None:
+    async def complete(self, ex: Exchange) -> None:
+        """``on_complete``, run to its end even if the caller is cancelled meanwhile.
+
+        A client that hangs up right after the last byte (or the drain cutting a request)
+        cancels the handler; the usage estimate, the metrics and the log line still finish,
+        and ``close`` waits for them. The cancellation is passed on afterwards.
+        """
+        done = asyncio.ensure_future(self.on_complete(ex))
+        self._finishing.add(done)
+        done.add_done_callback(self._finishing.discard)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await done
+            raise
+
+    async def close(self, finish_timeout_s: float = 5.0) -> None:
+        """Let running completions write their lines, then close every plugin."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=finish_timeout_s)
         for plugin in self.plugins:
             await plugin.close()

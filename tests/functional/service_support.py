@@ -48,11 +48,22 @@ class ServiceProcess(ProxyProcess):
     async def start(self, timeout: float = 20.0) -> None:
         self._log = open(self.log_path, "wb")
         command = [
-            *self.prefix, sys.executable, "-m", "proxy", "--config", str(self.config_path),
-            "--port", str(self.port), *self.args,
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "proxy",
+            "--config",
+            str(self.config_path),
+            "--port",
+            str(self.port),
+            *self.args,
         ]
         self.proc = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=self._env,
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self._env,
             pass_fds=self.pass_fds,
         )
         await self.wait_healthy(timeout)

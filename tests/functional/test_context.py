@@ -63,7 +63,7 @@ async def test_openai_sdk_oversize_conversation_is_trimmed(
     assert str(removed) == raw.headers["x-proxy-context-trimmed"]
     kept = sent["messages"][1:-1]
     assert kept == messages[len(messages) - 1 - len(kept) : -1]  # the newest turns, in order
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert (removed, 600, "exact") == (
         line["trimmed_messages"],
         line["budget"],
@@ -193,7 +193,7 @@ async def test_model_window_and_max_tokens_set_the_budget(
     body = json.dumps({"model": "tiny-model", "max_tokens": 200, "messages": conversation(10)})
     status, _, _ = await post_json(url + "/openai/v1/chat/completions", body)
     assert 200 == status
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert (800, "estimate") == (line["budget"], line["count_method"])
     assert line["trimmed_messages"] > 0
 

@@ -65,6 +65,9 @@ async def test_stream_running_past_the_drain_timeout_is_cut_and_the_process_exit
                 with pytest.raises(aiohttp.ClientPayloadError):
                     await resp.read()
         assert 0 == await proxy.wait()
+        lines = [json.loads(x) for x in proxy.output().splitlines() if x.startswith("{")]
+        requests = [x for x in lines if x.get("event") == "request"]
+        assert ["cancelled by shutdown"] == [x["error"] for x in requests], proxy.output()
     finally:
         fake.release.set()
         proxy.stop()

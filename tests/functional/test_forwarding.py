@@ -98,7 +98,7 @@ async def test_request_id_kept_and_returned(
     assert headers["x-proxy-request-id"] == "req-abc-123"
     # the upstream's own x-request-id (OpenAI's req_...) reaches the SDK unchanged
     assert headers["x-request-id"].startswith("req_fake_")
-    assert logs.requests()[-1]["request_id"] == "req-abc-123"
+    assert (await logs.last())["request_id"] == "req-abc-123"
 
 
 async def test_request_id_generated_when_absent(fake: FakeUpstream, proxy_url: str) -> None:
@@ -148,7 +148,7 @@ async def test_client_disconnect_cancels_upstream(
         if logs.requests():
             break
         await asyncio.sleep(0.05)
-    assert logs.requests()[-1]["error"] == "client disconnected"
+    assert (await logs.last())["error"] == "client disconnected"
 
 
 async def test_upstream_cut_mid_stream_is_not_a_clean_end(
@@ -164,7 +164,7 @@ async def test_upstream_cut_mid_stream_is_not_a_clean_end(
             assert resp.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert line["status"] == 200
     assert "upstream" in line["error"]
 
@@ -225,7 +225,7 @@ async def test_upstream_unreachable_is_502(start_proxy: Any, logs: LogCapture) -
     assert 502 == status
     assert "upstream_unreachable" == openai_error(body)["code"]
     assert "false" == headers["x-should-retry"]  # the proxy retried already; the SDK need not
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert (502, 3, False) == (line["status"], len(line["attempts"]), line["fallback"])
 
 
@@ -252,7 +252,7 @@ async def test_idle_timeout_mid_stream_closes_and_logs(
         ) as resp:
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
-    assert logs.requests()[-1]["error"] == "upstream idle timeout"
+    assert (await logs.last())["error"] == "upstream idle timeout"
 
 
 async def test_upstream_errors_pass_through_unchanged(fake: FakeUpstream, proxy_url: str) -> None:
@@ -286,7 +286,7 @@ async def test_api_key_swapped_and_never_logged(
     assert anthropic_seen.getall("x-api-key") == ["sk-ant-proxy-secret-987654"]
     assert "Authorization" not in anthropic_seen
     captured = logs.getvalue()
-    assert len(logs.requests()) == 2
+    assert len(await logs.settled(2)) == 2
     for secret in ("sk-proxy-secret", "sk-client-secret", "sk-ant-proxy", "sk-ant-client"):
         assert secret not in captured
 
@@ -300,7 +300,7 @@ async def test_client_credential_passes_when_no_upstream_key(
 
 async def test_log_line_fields(fake: FakeUpstream, proxy_url: str, logs: LogCapture) -> None:
     await fetch("POST", proxy_url + "/openai" + CHAT + "?secret=q", data=chat_body(stream=True))
-    line = logs.requests()[-1]
+    line = await logs.last()
     expected = {
         "request_id",
         "route",

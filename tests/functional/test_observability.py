@@ -29,12 +29,32 @@ HI = [{"role": "user", "content": "hi"}]
 CHAT_BODY: dict[str, Any] = {"model": "gpt-4o", "messages": HI}
 STREAM_USAGE = {**CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}
 STREAM_BARE = {**CHAT_BODY, "stream": True}
-CLAUDE = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
-          "messages": [{"role": "user", "content": "hello there"}]}
+CLAUDE = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 64,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hello there"}],
+}
 ISSUE_FIELDS = (
-    "request_id", "route", "upstream", "model", "stream", "status", "attempts", "ttft_ms",
-    "duration_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "token_source",
-    "cost_usd", "trimmed_messages", "bytes_in", "bytes_out", "client", "error",
+    "request_id",
+    "route",
+    "upstream",
+    "model",
+    "stream",
+    "status",
+    "attempts",
+    "ttft_ms",
+    "duration_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "token_source",
+    "cost_usd",
+    "trimmed_messages",
+    "bytes_in",
+    "bytes_out",
+    "client",
+    "error",
 )
 
 
@@ -73,28 +93,37 @@ def usd(model: str, prompt: int, completion: int) -> float:
 
 def mix_config(fake_url: str) -> dict[str, Any]:
     raw = base_config(fake_url)
-    raw["routes"].append({
-        "prefix": "/fallback",
-        "provider": "openai",
-        "upstreams": [
-            {"name": "primary", "base_url": fake_url},
-            {"name": "secondary", "base_url": fake_url},
-        ],
-    })
-    raw["routes"].append({
-        "prefix": "/trim",
-        "provider": "openai",
-        "context": {"max_input_tokens": 120},
-        "upstreams": [{"name": "fake-trim", "base_url": fake_url}],
-    })
+    raw["routes"].append(
+        {
+            "prefix": "/fallback",
+            "provider": "openai",
+            "upstreams": [
+                {"name": "primary", "base_url": fake_url},
+                {"name": "secondary", "base_url": fake_url},
+            ],
+        }
+    )
+    raw["routes"].append(
+        {
+            "prefix": "/trim",
+            "provider": "openai",
+            "context": {"max_input_tokens": 120},
+            "upstreams": [{"name": "fake-trim", "base_url": fake_url}],
+        }
+    )
     return raw
 
 
-LONG_CHAT = json.dumps({"model": "gpt-4o", "messages": [
-    {"role": "user", "content": "old question " + "word " * 60},
-    {"role": "assistant", "content": "old answer " + "word " * 60},
-    {"role": "user", "content": "new question"},
-]}).encode()
+LONG_CHAT = json.dumps(
+    {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": "old question " + "word " * 60},
+            {"role": "assistant", "content": "old answer " + "word " * 60},
+            {"role": "user", "content": "new question"},
+        ],
+    }
+).encode()
 
 
 async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
@@ -142,36 +171,48 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
         key(**oa, model="gpt-4o", status_class="4xx"): 1.0,
         key(**oa, model="gpt-4o", status_class="5xx"): 1.0,
         key(**fb, model="gpt-4o", status_class="2xx"): 2.0,
-        key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5",
-            status_class="2xx"): 1.0,
+        key(
+            route="/anthropic",
+            upstream="fake-anthropic",
+            model="claude-sonnet-4-5",
+            status_class="2xx",
+        ): 1.0,
         key(route="none", upstream="none", model="none", status_class="4xx"): 1.0,
         key(route="/trim", upstream="fake-trim", model="gpt-4o", status_class="2xx"): 1.0,
     } == series(got, "llm_proxy_requests_total")
     assert {key(route="/openai", upstream="fake-openai"): 1.0} == series(
-        got, "llm_proxy_retries_total")
+        got, "llm_proxy_retries_total"
+    )
     assert {key(route="/fallback", upstream="primary"): 2.0} == series(
-        got, "llm_proxy_fallbacks_total")
+        got, "llm_proxy_fallbacks_total"
+    )
     assert {key(route="/fallback", upstream="primary"): 1.0} == series(
-        got, "llm_proxy_cooldown_skips_total")
+        got, "llm_proxy_cooldown_skips_total"
+    )
     # step 2's 429 also says the request bucket is empty until it resets in 1 s: after the
     # 50 ms hint the retry waits for that shared cooldown too
     assert {key(route="/openai", upstream="fake-openai"): 1.0} == series(
-        got, "llm_proxy_cooldown_waits_total")
+        got, "llm_proxy_cooldown_waits_total"
+    )
     assert total(got, "llm_proxy_retry_wait_seconds_total", route="/openai") >= 0.05
     assert {key(**oa, reason="upstream"): 1.0} == series(
-        got, "llm_proxy_incomplete_responses_total")
-    assert {key(route="/trim", model="gpt-4o"): 1.0} == series(
-        got, "llm_proxy_context_trims_total")
+        got, "llm_proxy_incomplete_responses_total"
+    )
+    assert {key(route="/trim", model="gpt-4o"): 1.0} == series(got, "llm_proxy_context_trims_total")
     assert {key(route="/trim", model="gpt-4o"): 2.0} == series(
-        got, "llm_proxy_context_trimmed_messages_total")
+        got, "llm_proxy_context_trimmed_messages_total"
+    )
     # every exchange has a duration (the 404 never became one); only streams have a TTFT
     assert 11.0 == total(got, "llm_proxy_request_duration_seconds_count")
     assert 4.0 == total(got, "llm_proxy_request_duration_seconds_count", stream="true")
-    assert {key(**oa, model="gpt-4o"): 3.0,
-            key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5"): 1.0,
-            } == series(got, "llm_proxy_time_to_first_token_seconds_count")
-    assert (0.0, 0.0) == (value(got, "llm_proxy_in_flight_requests"),
-                          value(got, "llm_proxy_in_flight_streams"))
+    assert {
+        key(**oa, model="gpt-4o"): 3.0,
+        key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5"): 1.0,
+    } == series(got, "llm_proxy_time_to_first_token_seconds_count")
+    assert (0.0, 0.0) == (
+        value(got, "llm_proxy_in_flight_requests"),
+        value(got, "llm_proxy_in_flight_streams"),
+    )
 
     # tokens and cost: what the fake reported where it did, the offline count where not
     hi, five = prompt_tokens(CHAT_BODY), 5
@@ -180,22 +221,27 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
     cut_completion = count_text(fake_text(1), "gpt-4o")  # role chunk + one content chunk
     openai_gpt = {**oa, "model": "gpt-4o"}
     assert 3 * hi == value(got, "llm_proxy_prompt_tokens_total", **openai_gpt, source="upstream")
-    assert 3 * five == value(got, "llm_proxy_completion_tokens_total", **openai_gpt,
-                             source="upstream")
-    assert 2 * bare_prompt == value(got, "llm_proxy_prompt_tokens_total", **openai_gpt,
-                                    source="estimate")
+    assert 3 * five == value(
+        got, "llm_proxy_completion_tokens_total", **openai_gpt, source="upstream"
+    )
+    assert 2 * bare_prompt == value(
+        got, "llm_proxy_prompt_tokens_total", **openai_gpt, source="estimate"
+    )
     assert bare_completion + cut_completion == value(
-        got, "llm_proxy_completion_tokens_total", **openai_gpt, source="estimate")
+        got, "llm_proxy_completion_tokens_total", **openai_gpt, source="estimate"
+    )
     claude_prompt = prompt_tokens(CLAUDE)
     expected_cost = {
-        key(**openai_gpt): 3 * usd("gpt-4o", hi, five) + usd("gpt-4o", bare_prompt,
-                                                             bare_completion)
+        key(**openai_gpt): 3 * usd("gpt-4o", hi, five)
+        + usd("gpt-4o", bare_prompt, bare_completion)
         + usd("gpt-4o", bare_prompt, cut_completion),
         key(**fb, model="gpt-4o"): 2 * usd("gpt-4o", hi, five),
-        key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5"):
-            usd("claude-sonnet-4-5", claude_prompt, five),
-        key(route="/trim", upstream="fake-trim", model="gpt-4o"):
-            usd("gpt-4o", trimmed_prompt, five),
+        key(route="/anthropic", upstream="fake-anthropic", model="claude-sonnet-4-5"): usd(
+            "claude-sonnet-4-5", claude_prompt, five
+        ),
+        key(route="/trim", upstream="fake-trim", model="gpt-4o"): usd(
+            "gpt-4o", trimmed_prompt, five
+        ),
     }
     got_cost = series(got, "llm_proxy_cost_usd_total")
     assert set(expected_cost) == set(got_cost)
@@ -208,10 +254,16 @@ async def test_ttft_is_time_to_first_content_through_the_proxy(
 ) -> None:
     """First byte after 150 ms (a role-only chunk), first content 300 ms later."""
     first_byte_ms, gap_ms = 150, 300
-    await post(proxy_url + "/openai" + CHAT, STREAM_USAGE, **{
-        "x-fake-first-byte-delay-ms": str(first_byte_ms), "x-fake-chunk-delay-ms": str(gap_ms),
-        "x-fake-chunks": "1"})
-    line = logs.requests()[-1]
+    await post(
+        proxy_url + "/openai" + CHAT,
+        STREAM_USAGE,
+        **{
+            "x-fake-first-byte-delay-ms": str(first_byte_ms),
+            "x-fake-chunk-delay-ms": str(gap_ms),
+            "x-fake-chunks": "1",
+        },
+    )
+    line = await logs.last()
     known = first_byte_ms + gap_ms
     assert line["ttft_ms"] >= known
     assert line["ttft_ms"] <= known + 2000  # generous: the known delay dominates
@@ -220,7 +272,8 @@ async def test_ttft_is_time_to_first_content_through_the_proxy(
     labels = {"route": "/openai", "upstream": "fake-openai", "model": "gpt-4o"}
     assert 1.0 == value(got, "llm_proxy_time_to_first_token_seconds_count", **labels)
     assert line["ttft_ms"] / 1000 == pytest.approx(
-        value(got, "llm_proxy_time_to_first_token_seconds_sum", **labels), abs=1e-3)
+        value(got, "llm_proxy_time_to_first_token_seconds_sum", **labels), abs=1e-3
+    )
     assert 0.0 == value(got, "llm_proxy_time_to_first_token_seconds_bucket", **labels, le="0.4")
     assert 1.0 == value(got, "llm_proxy_time_to_first_token_seconds_bucket", **labels, le="+Inf")
 
@@ -229,9 +282,12 @@ async def test_anthropic_ttft_skips_message_start_block_start_and_ping(
     fake: FakeUpstream, proxy_url: str, logs: LogCapture
 ) -> None:
     gap_ms = 150  # message_start at once; block start, ping, first delta one gap apart each
-    await post(proxy_url + "/anthropic/v1/messages", CLAUDE,
-               **{"x-fake-chunk-delay-ms": str(gap_ms), "x-fake-chunks": "1"})
-    line = logs.requests()[-1]
+    await post(
+        proxy_url + "/anthropic/v1/messages",
+        CLAUDE,
+        **{"x-fake-chunk-delay-ms": str(gap_ms), "x-fake-chunks": "1"},
+    )
+    line = await logs.last()
     assert line["ttft_ms"] >= 3 * gap_ms
     assert line["ttft_ms"] <= 3 * gap_ms + 2000
     assert line["ttft_ms"] - line["ttfb_ms"] >= 2 * gap_ms
@@ -240,24 +296,39 @@ async def test_anthropic_ttft_skips_message_start_block_start_and_ping(
 @pytest.mark.parametrize(
     ("path", "payload", "expected"),
     [
-        ("/openai" + CHAT, STREAM_USAGE, ("gpt-4o", prompt_tokens(STREAM_USAGE), 5, 0,
-                                          "upstream")),
-        ("/anthropic/v1/messages", CLAUDE, ("claude-sonnet-4-5", prompt_tokens(CLAUDE), 5, 0,
-                                            "upstream")),
-        ("/openai" + CHAT, STREAM_BARE, ("gpt-4o", count_request(STREAM_BARE, "openai").tokens,
-                                         count_text(fake_text(5), "gpt-4o"), None, "estimate")),
+        ("/openai" + CHAT, STREAM_USAGE, ("gpt-4o", prompt_tokens(STREAM_USAGE), 5, 0, "upstream")),
+        (
+            "/anthropic/v1/messages",
+            CLAUDE,
+            ("claude-sonnet-4-5", prompt_tokens(CLAUDE), 5, 0, "upstream"),
+        ),
+        (
+            "/openai" + CHAT,
+            STREAM_BARE,
+            (
+                "gpt-4o",
+                count_request(STREAM_BARE, "openai").tokens,
+                count_text(fake_text(5), "gpt-4o"),
+                None,
+                "estimate",
+            ),
+        ),
     ],
     ids=["openai-include-usage", "anthropic", "openai-no-usage"],
 )
 async def test_log_line_has_every_field_with_the_right_values(
-    fake: FakeUpstream, proxy_url: str, logs: LogCapture, path: str, payload: dict[str, Any],
+    fake: FakeUpstream,
+    proxy_url: str,
+    logs: LogCapture,
+    path: str,
+    payload: dict[str, Any],
     expected: tuple,
 ) -> None:
     body = json.dumps(payload).encode()
     direct = await post(fake.url + path.removeprefix("/openai").removeprefix("/anthropic"), body)
     status, headers, proxied = await post(proxy_url + path, body)
     assert (direct[0], direct[2]) == (status, proxied)  # the client's bytes are untouched
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert set(ISSUE_FIELDS) <= set(line)
     model, prompt, completion, cached, source = expected
     upstream = "fake-anthropic" if path.startswith("/anthropic") else "fake-openai"
@@ -280,33 +351,37 @@ async def test_log_line_has_every_field_with_the_right_values(
         "error": None,
     } == {k: line[k] for k in ISSUE_FIELDS if k not in ("attempts", "ttft_ms", "duration_ms")}
     assert [(upstream, 200, "ok")] == [
-        (a["upstream"], a["status"], a["reason"]) for a in line["attempts"]]
+        (a["upstream"], a["status"], a["reason"]) for a in line["attempts"]
+    ]
     assert 0 < line["ttft_ms"] <= line["duration_ms"]
 
 
 async def test_prompt_and_completion_text_are_never_logged(
     fake: FakeUpstream, proxy_url: str, logs: LogCapture
 ) -> None:
-    secret = {"model": "gpt-4o", "stream": True,
-              "messages": [{"role": "user", "content": "zebra-unicorn-prompt"}]}
+    secret = {
+        "model": "gpt-4o",
+        "stream": True,
+        "messages": [{"role": "user", "content": "zebra-unicorn-prompt"}],
+    }
     await post(proxy_url + "/openai" + CHAT, secret)
     await post(proxy_url + "/openai" + CHAT, {**secret, "stream": False})
-    assert 2 == len(logs.requests())
+    assert 2 == len(await logs.settled(2))
     text = logs.getvalue()
     assert "zebra-unicorn-prompt" not in text
     assert "tok0" not in text
 
 
-async def test_in_flight_gauges_while_a_stream_is_held(
-    fake: FakeUpstream, proxy_url: str
-) -> None:
+async def test_in_flight_gauges_while_a_stream_is_held(fake: FakeUpstream, proxy_url: str) -> None:
     fake.hold_after_chunk = 2
     async with aiohttp.ClientSession() as session:
         async with session.post(proxy_url + "/openai" + CHAT, json=STREAM_BARE) as resp:
             await resp.content.readuntil(b"\n\n")  # the first event went through
             got = await scrape(proxy_url)
-            assert (1.0, 1.0) == (value(got, "llm_proxy_in_flight_requests"),
-                                  value(got, "llm_proxy_in_flight_streams"))
+            assert (1.0, 1.0) == (
+                value(got, "llm_proxy_in_flight_requests"),
+                value(got, "llm_proxy_in_flight_streams"),
+            )
             fake.release.set()
             await resp.read()
     for _ in range(100):
@@ -314,8 +389,10 @@ async def test_in_flight_gauges_while_a_stream_is_held(
         if value(got, "llm_proxy_in_flight_requests") == 0.0:
             break
         await asyncio.sleep(0.01)
-    assert (0.0, 0.0) == (value(got, "llm_proxy_in_flight_requests"),
-                          value(got, "llm_proxy_in_flight_streams"))
+    assert (0.0, 0.0) == (
+        value(got, "llm_proxy_in_flight_requests"),
+        value(got, "llm_proxy_in_flight_streams"),
+    )
 
 
 async def test_body_too_large_is_counted_under_its_route(
@@ -326,7 +403,8 @@ async def test_body_too_large_is_counted_under_its_route(
     assert 413 == status
     got = await scrape(url)
     assert {key(route="/openai", upstream="none", model="none", status_class="4xx"): 1.0} == (
-        series(got, "llm_proxy_requests_total"))
+        series(got, "llm_proxy_requests_total")
+    )
 
 
 async def test_metrics_disabled_means_no_metrics_route(
@@ -336,7 +414,7 @@ async def test_metrics_disabled_means_no_metrics_route(
     async with aiohttp.ClientSession() as session:
         async with session.get(url + "/metrics") as resp:
             assert 404 == resp.status
-    assert "/metrics" == logs.requests()[-1]["path"]
+    assert "/metrics" == (await logs.last())["path"]
 
 
 async def test_metrics_on_their_own_listen_address(fake: FakeUpstream, tmp_path: Path) -> None:
@@ -351,10 +429,22 @@ async def test_metrics_on_their_own_listen_address(fake: FakeUpstream, tmp_path:
             async with session.get(proc.url + "/metrics") as resp:
                 assert 404 == resp.status  # not on the proxy's port: no route matches
         got = await scrape(f"http://127.0.0.1:{metrics_port}")
-        assert 1.0 == value(got, "llm_proxy_requests_total", route="/openai",
-                            upstream="fake-openai", model="gpt-4o", status_class="2xx")
-        assert 1.0 == value(got, "llm_proxy_requests_total", route="none", upstream="none",
-                            model="none", status_class="4xx")
+        assert 1.0 == value(
+            got,
+            "llm_proxy_requests_total",
+            route="/openai",
+            upstream="fake-openai",
+            model="gpt-4o",
+            status_class="2xx",
+        )
+        assert 1.0 == value(
+            got,
+            "llm_proxy_requests_total",
+            route="none",
+            upstream="none",
+            model="none",
+            status_class="4xx",
+        )
     finally:
         proc.stop()
 
@@ -374,6 +464,6 @@ async def test_log_line_survives_client_closing_right_after_last_byte(
         if logs.requests():
             break
         await asyncio.sleep(0.02)
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert ("estimate", None) == (line["token_source"], line["error"])
     assert line["completion_tokens"] >= 4000

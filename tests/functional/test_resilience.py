@@ -49,7 +49,7 @@ async def test_retry_after_then_success(
     assert 200 == status
     first, second = fake.requests
     assert second.t - first.t >= 1.0
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert [429, 200] == [a["status"] for a in line["attempts"]]
     assert "retry-after" == line["attempts"][0]["reason"]
     assert line["retry_wait_ms"] >= 1000
@@ -64,7 +64,7 @@ async def test_retry_after_ms_wins_over_retry_after(
     status, _, _ = await post(proxy_url + "/openai" + CHAT)
     assert 200 == status
     assert fake.requests[1].t - fake.requests[0].t >= 0.15
-    assert "retry-after-ms" == logs.requests()[-1]["attempts"][0]["reason"]
+    assert "retry-after-ms" == (await logs.last())["attempts"][0]["reason"]
 
 
 async def test_overloaded_529_is_retried(fake: FakeUpstream, proxy_url: str) -> None:
@@ -95,7 +95,7 @@ async def test_unparseable_hint_falls_back_to_backoff_and_is_logged(
     )
     status, _, _ = await post(url + "/openai" + CHAT)
     assert 200 == status
-    assert "backoff" == logs.requests()[-1]["attempts"][0]["reason"]
+    assert "backoff" == (await logs.last())["attempts"][0]["reason"]
     warnings = [x for x in logs.lines() if x["event"] == "unparseable rate-limit header"]
     assert "retry-after: soon" in [w["header"] for w in warnings]
 
@@ -136,7 +136,7 @@ async def test_fallback_serves_with_model_mapped(
     sent = json.loads(second.body)
     assert "llama-3.3-70b-versatile" == sent["model"]
     assert json.loads(BODY)["messages"] == sent["messages"]
-    assert logs.requests()[-1]["fallback"] is True
+    assert (await logs.last())["fallback"] is True
 
 
 async def test_fallback_on_connect_error(fake: FakeUpstream, start_proxy: Any) -> None:
@@ -219,7 +219,7 @@ async def test_client_disconnect_aborts_the_wait(
         if logs.requests():
             break
         await asyncio.sleep(0.02)
-    line = logs.requests()[-1]
+    line = await logs.last()
     assert "client disconnected" == line["error"]
     assert [429] == [a["status"] for a in line["attempts"]]
     assert 1 == len(fake.requests)

@@ -22,7 +22,9 @@ async def test_notify_socket_gets_ready_reloading_ready_stopping(
         await proxy.start()
         ready = await notify.next()
         assert ("1", f"serving on http://127.0.0.1:{proxy.port}") == (
-            ready.get("READY"), ready.get("STATUS"))
+            ready.get("READY"),
+            ready.get("STATUS"),
+        )
         proxy.signal(signal.SIGHUP)
         reloading = await notify.next()
         assert "1" == reloading.get("RELOADING")

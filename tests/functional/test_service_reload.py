@@ -48,9 +48,7 @@ async def test_sighup_swaps_a_route_without_dropping_the_running_stream(
                 assert 404 == (await post(proxy.url + CHAT))[0]
                 rest = await resp.read()
         assert rest.rstrip().endswith(b"data: [DONE]")
-        streams = await eventually(
-            lambda: [r for r in proxy.events("request") if r.get("stream")]
-        )
+        streams = await eventually(lambda: [r for r in proxy.events("request") if r.get("stream")])
         assert [("/openai", 200, None)] == [(r["route"], r["status"], r["error"]) for r in streams]
     finally:
         proxy.stop()
@@ -67,8 +65,10 @@ async def test_bad_config_on_sighup_keeps_the_running_one(
         failed = await eventually(
             lambda: proxy.events("config reload failed, keeping the running config")
         )
-        assert "routes[0].provider: must be one of openai, anthropic; got 'nope'" == (
-            failed[0]["error"])
+        assert (
+            "routes[0].provider: must be one of openai, anthropic; got 'nope'"
+            == (failed[0]["error"])
+        )
         assert "error" == failed[0]["level"]
         assert 200 == (await post(proxy.url + CHAT))[0]
         assert ["/openai", "/anthropic"] == (await health(proxy.url))["routes"]
@@ -84,8 +84,12 @@ async def test_keys_that_need_a_restart_keep_their_running_values_and_are_named(
     proxy = ServiceProcess(base_config(fake.url), tmp_path, port)
     await proxy.start()
     try:
-        changed = base_config(fake.url, drain_timeout_s=5, limits={"max_body_bytes": 10},
-                              timeouts={"connect_s": 1, "total_s": 60})
+        changed = base_config(
+            fake.url,
+            drain_timeout_s=5,
+            limits={"max_body_bytes": 10},
+            timeouts={"connect_s": 1, "total_s": 60},
+        )
         proxy.write_config(changed)
         proxy.signal(signal.SIGHUP)
         warned = await eventually(

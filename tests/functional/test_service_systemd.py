@@ -45,7 +45,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     shutil.copy(UNITS / "llm-proxy.socket", tmp_path / "llm-proxy.socket")
     result = subprocess.run(
         ["systemd-analyze", "verify", "llm-proxy.service", "llm-proxy.socket"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert (0, "") == (result.returncode, result.stdout + result.stderr)
 

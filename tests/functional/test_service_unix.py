@@ -42,7 +42,9 @@ async def test_official_sdks_work_over_the_unix_socket(
     try:
         transport = httpx2.AsyncHTTPTransport(uds=path)
         client = openai.AsyncOpenAI(
-            base_url="http://proxy/openai/v1", api_key="sk-test", max_retries=0,
+            base_url="http://proxy/openai/v1",
+            api_key="sk-test",
+            max_retries=0,
             http_client=openai.DefaultAsyncHttpxClient(transport=transport),
         )
         async with client:
@@ -52,21 +54,27 @@ async def test_official_sdks_work_over_the_unix_socket(
             )
             streamed = [c.choices[0].delta.content async for c in stream if c.choices]
         with openai.OpenAI(
-            base_url="http://proxy/openai/v1", api_key="sk-test", max_retries=0,
+            base_url="http://proxy/openai/v1",
+            api_key="sk-test",
+            max_retries=0,
             http_client=openai.DefaultHttpxClient(transport=httpx2.HTTPTransport(uds=path)),
         ) as sync_client:
             sync_chat = await asyncio.to_thread(
                 sync_client.chat.completions.create, model="gpt-4o-mini", messages=MESSAGES
             )
         claude = anthropic.AsyncAnthropic(
-            base_url="http://proxy/anthropic", api_key="sk-ant-test", max_retries=0,
+            base_url="http://proxy/anthropic",
+            api_key="sk-ant-test",
+            max_retries=0,
             http_client=anthropic.DefaultAsyncHttpxClient(
                 transport=httpx2.AsyncHTTPTransport(uds=path)
             ),
         )
         async with claude:
             message = await claude.messages.create(
-                model="claude-sonnet-4-5", max_tokens=50, messages=MESSAGES  # type: ignore[arg-type]
+                model="claude-sonnet-4-5",
+                max_tokens=50,
+                messages=MESSAGES,  # type: ignore[arg-type]
             )
         assert chat.choices[0].message.content
         assert chat.choices[0].message.content == sync_chat.choices[0].message.content
@@ -103,8 +111,11 @@ async def test_socket_activation_serves_on_the_inherited_socket(
     port = listener.getsockname()[1]
     configured = free_port()  # the file's address is not used when systemd passes sockets
     proxy = ServiceProcess(
-        base_config(fake.url), tmp_path, configured,
-        prefix=activated(listener), pass_fds=[listener.fileno()],
+        base_config(fake.url),
+        tmp_path,
+        configured,
+        prefix=activated(listener),
+        pass_fds=[listener.fileno()],
     )
     proxy.url = f"http://127.0.0.1:{port}"
     try:

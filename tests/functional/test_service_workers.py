@@ -159,9 +159,7 @@ async def test_supervisor_notifies_for_all_workers_and_forwards_sighup(
 ) -> None:
     notify = NotifySocket(tmp_path)
     raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 0, "unix": sock_path})
-    proxy = ServiceProcess(
-        raw, tmp_path, free_port(), "--workers", "2", NOTIFY_SOCKET=notify.env
-    )
+    proxy = ServiceProcess(raw, tmp_path, free_port(), "--workers", "2", NOTIFY_SOCKET=notify.env)
     try:
         await proxy.start()
         ready = await notify.next()
@@ -187,9 +185,7 @@ async def test_supervisor_exits_1_when_its_workers_cannot_start(
     fake: FakeUpstream, tmp_path: Path
 ) -> None:
     taken = socket.create_server(("127.0.0.1", 0))  # the workers' metrics port is in use
-    raw = base_config(
-        fake.url, metrics={"host": "127.0.0.1", "port": taken.getsockname()[1]}
-    )
+    raw = base_config(fake.url, metrics={"host": "127.0.0.1", "port": taken.getsockname()[1]})
     proxy = ServiceProcess(raw, tmp_path, free_port(), "--workers", "2")
     try:
         with pytest.raises(RuntimeError, match="exited early"):

@@ -45,7 +45,8 @@ def test_workers_below_one_is_a_config_error(
 ) -> None:
     assert 2 == main(["-c", write(tmp_path), "--workers", "0"])
     assert "llm-proxy: config error: --workers: workers: must be > 0, got 0\n" == (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_check_validates_without_serving(
@@ -59,4 +60,7 @@ def test_check_validates_without_serving(
 def test_event_loop_is_uvloop_when_installed_unless_asyncio_is_asked_for() -> None:
     uvloop = pytest.importorskip("uvloop")
     assert (uvloop.new_event_loop, uvloop.new_event_loop, None) == (
-        loop_factory("auto"), loop_factory("uvloop"), loop_factory("asyncio"))
+        loop_factory("auto"),
+        loop_factory("uvloop"),
+        loop_factory("asyncio"),
+    )

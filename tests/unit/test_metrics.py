@@ -69,8 +69,9 @@ def plugin_for(cfg: config_mod.Config) -> tuple[MetricsPlugin, Metrics]:
 
 # -- labels ------------------------------------------------------------------------------------
 
-LABELS = ModelLabels(known_models(two_upstream_config(pricing={"my-finetune": {
-    "input": 1.0, "output": 2.0}})))
+LABELS = ModelLabels(
+    known_models(two_upstream_config(pricing={"my-finetune": {"input": 1.0, "output": 2.0}}))
+)
 
 
 @pytest.mark.parametrize(
@@ -100,8 +101,16 @@ def test_model_label_is_a_known_name_or_other(model: str | None, label: str) -> 
 
 @pytest.mark.parametrize(
     ("status", "label"),
-    [(200, "2xx"), (204, "2xx"), (304, "3xx"), (404, "4xx"), (429, "4xx"), (529, "5xx"),
-     (None, "none"), (99, "none")],
+    [
+        (200, "2xx"),
+        (204, "2xx"),
+        (304, "3xx"),
+        (404, "4xx"),
+        (429, "4xx"),
+        (529, "5xx"),
+        (None, "none"),
+        (99, "none"),
+    ],
 )
 def test_status_class(status: int | None, label: str) -> None:
     assert label == status_class(status)
@@ -118,19 +127,32 @@ def test_every_metric_follows_prometheus_naming() -> None:
             assert family.name.endswith("_seconds")
     names = {f.name for f in families}
     assert {
-        "llm_proxy_requests", "llm_proxy_request_duration_seconds",
-        "llm_proxy_time_to_first_token_seconds", "llm_proxy_prompt_tokens",
-        "llm_proxy_completion_tokens", "llm_proxy_cost_usd", "llm_proxy_retries",
-        "llm_proxy_fallbacks", "llm_proxy_cooldown_waits", "llm_proxy_context_trims",
-        "llm_proxy_in_flight_requests", "llm_proxy_in_flight_streams",
+        "llm_proxy_requests",
+        "llm_proxy_request_duration_seconds",
+        "llm_proxy_time_to_first_token_seconds",
+        "llm_proxy_prompt_tokens",
+        "llm_proxy_completion_tokens",
+        "llm_proxy_cost_usd",
+        "llm_proxy_retries",
+        "llm_proxy_fallbacks",
+        "llm_proxy_cooldown_waits",
+        "llm_proxy_context_trims",
+        "llm_proxy_in_flight_requests",
+        "llm_proxy_in_flight_streams",
     } <= names
 
 
 def test_each_metrics_object_has_its_own_registry_not_the_global_one() -> None:
     a, b = Metrics(), Metrics()
     a.count_refused(None, 404)
-    assert 1.0 == value(samples(a.exposition().decode()), "llm_proxy_requests_total",
-                        route="none", upstream="none", model="none", status_class="4xx")
+    assert 1.0 == value(
+        samples(a.exposition().decode()),
+        "llm_proxy_requests_total",
+        route="none",
+        upstream="none",
+        model="none",
+        status_class="4xx",
+    )
     assert 0.0 == total(samples(b.exposition().decode()), "llm_proxy_requests_total")
     assert None is REGISTRY.get_sample_value("llm_proxy_requests_total")
 
@@ -160,22 +182,31 @@ def test_in_flight_gauges_count_tracked_requests_and_their_streams() -> None:
     for ex in live:
         metrics.track(ex)
     got = samples(metrics.exposition().decode())
-    assert (3.0, 2.0) == (value(got, "llm_proxy_in_flight_requests"),
-                          value(got, "llm_proxy_in_flight_streams"))
+    assert (3.0, 2.0) == (
+        value(got, "llm_proxy_in_flight_requests"),
+        value(got, "llm_proxy_in_flight_streams"),
+    )
     for ex in live:
         metrics.untrack(ex)
     metrics.untrack(live[0])  # twice is harmless
     got = samples(metrics.exposition().decode())
-    assert (0.0, 0.0) == (value(got, "llm_proxy_in_flight_requests"),
-                          value(got, "llm_proxy_in_flight_streams"))
+    assert (0.0, 0.0) == (
+        value(got, "llm_proxy_in_flight_requests"),
+        value(got, "llm_proxy_in_flight_streams"),
+    )
 
 
 # -- the plugin --------------------------------------------------------------------------------
 
 
 def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0.0) -> dict:
-    return {"upstream": upstream, "status": status, "reason": reason, "waited_ms": waited_ms,
-            "ms": 1.0}
+    return {
+        "upstream": upstream,
+        "status": status,
+        "reason": reason,
+        "waited_ms": waited_ms,
+        "ms": 1.0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -189,8 +220,11 @@ def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0
             [],
         ),
         (
-            [attempt("primary", 503, "backoff", 500.0), attempt("primary", 503, "backoff", 1000.0),
-             attempt("primary", 200, "ok")],
+            [
+                attempt("primary", 503, "backoff", 500.0),
+                attempt("primary", 503, "backoff", 1000.0),
+                attempt("primary", 200, "ok"),
+            ],
             1500.0,
             {("retries", "primary"): 2},
             [],
@@ -214,8 +248,11 @@ def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0
             ["primary"],
         ),
         (
-            [attempt("primary", 429, "x-ratelimit-reset", 2000.0), attempt("primary", 429,
-             "retry-after"), attempt("secondary", 500, "passed")],
+            [
+                attempt("primary", 429, "x-ratelimit-reset", 2000.0),
+                attempt("primary", 429, "retry-after"),
+                attempt("secondary", 500, "passed"),
+            ],
             2000.0,
             {("retries", "primary"): 1, ("fallbacks", "primary"): 1},
             [],
@@ -232,9 +269,7 @@ def test_retries_fallbacks_and_cooldowns_are_read_from_the_attempt_records(
     plugin, metrics = plugin_for(cfg)
     ex = exchange(cfg)
     ex.attempts.extend(attempts)
-    ex.log.update(
-        attempts=ex.attempts, retry_wait_ms=retry_wait_ms, cooldown_waits=cooldown_waits
-    )
+    ex.log.update(attempts=ex.attempts, retry_wait_ms=retry_wait_ms, cooldown_waits=cooldown_waits)
     plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     for kind in ("retries", "fallbacks", "cooldown_waits", "cooldown_skips"):
@@ -252,9 +287,14 @@ def test_tokens_cost_and_duration_are_counted_under_bounded_labels() -> None:
         ex = exchange(cfg)
         ex.stream = True
         ex.t_first_token = ex.t_start + 0.25
-        ex.log.update(model=model, prompt_tokens=10, completion_tokens=4, cached_tokens=2,
-                      token_source="upstream", cost_usd=0.5 if model != "someone-elses-model"
-                      else None)
+        ex.log.update(
+            model=model,
+            prompt_tokens=10,
+            completion_tokens=4,
+            cached_tokens=2,
+            token_source="upstream",
+            cost_usd=0.5 if model != "someone-elses-model" else None,
+        )
         plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     gpt = {"route": "/openai", "upstream": "primary", "model": "gpt-4o"}
@@ -328,8 +368,9 @@ def test_context_trims_count_requests_and_messages() -> None:
         plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     assert 2.0 == value(got, "llm_proxy_context_trims_total", route="/openai", model="gpt-4o")
-    assert 5.0 == value(got, "llm_proxy_context_trimmed_messages_total", route="/openai",
-                        model="gpt-4o")
+    assert 5.0 == value(
+        got, "llm_proxy_context_trimmed_messages_total", route="/openai", model="gpt-4o"
+    )
 
 
 async def test_plugin_tracks_in_flight_from_request_to_completion() -> None:

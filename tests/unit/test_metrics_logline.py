@@ -22,8 +22,13 @@ class File(io.StringIO):
         return False
 
 
-FIELDS = {"request_id": "abc", "ttft_ms": 12.5, "cost_usd": 6e-05, "token_source": "upstream",
-          "error": None}
+FIELDS = {
+    "request_id": "abc",
+    "ttft_ms": 12.5,
+    "cost_usd": 6e-05,
+    "token_source": "upstream",
+    "error": None,
+}
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,21 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-             "unless", "offset", "bool", "inf", "nan"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+}
 
 
 def exported_names() -> set[str]:
@@ -39,9 +52,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
     expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
     expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges and subqueries
-    expr = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr
-    )
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     expr = re.sub(r"\$\w+", "", expr)
     expr = re.sub(r"\boffset\s+\w+", "", expr)
     names = set()
@@ -65,9 +76,7 @@ def dashboard() -> dict[str, Any]:
 
 def dashboard_exprs() -> list[str]:
     exprs = [
-        target["expr"]
-        for panel in dashboard()["panels"]
-        for target in panel.get("targets", [])
+        target["expr"] for panel in dashboard()["panels"] for target in panel.get("targets", [])
     ]
     for var in dashboard()["templating"]["list"]:
         query = var.get("query")
@@ -92,8 +101,11 @@ def test_metric_name_extraction_ignores_functions_labels_and_keywords() -> None:
 def test_alert_rules_cover_the_brief_thresholds() -> None:
     by_name = {r["alert"]: r["expr"] for r in rules() if "alert" in r}
     assert {
-        "LLMProxyTimeToFirstTokenSlow", "LLMProxyLatencyHigh", "LLMProxyErrorRateHigh",
-        "LLMProxyCacheHitRateLow", "LLMProxyCostPerHourAnomaly",
+        "LLMProxyTimeToFirstTokenSlow",
+        "LLMProxyLatencyHigh",
+        "LLMProxyErrorRateHigh",
+        "LLMProxyCacheHitRateLow",
+        "LLMProxyCostPerHourAnomaly",
     } == set(by_name)
     assert re.search(r"\)\s*> 0\.5\s*$", by_name["LLMProxyTimeToFirstTokenSlow"])
     assert re.search(r"\)\s*> 10\s*$", by_name["LLMProxyLatencyHigh"])
@@ -129,16 +141,18 @@ def test_alert_rules_use_only_exported_metrics_and_recorded_series() -> None:
 @needs_promtool
 def test_promtool_accepts_the_rules() -> None:
     path = Path(str(monitoring.__file__)).parent / monitoring.ALERTS
-    done = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert 0 == done.returncode, done.stdout + done.stderr
 
 
 @needs_promtool
 def test_promtool_unit_tests_prove_each_threshold() -> None:
     path = Path(str(monitoring.__file__)).parent / monitoring.ALERTS_TEST
-    done = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert 0 == done.returncode, done.stdout + done.stderr
 
 
@@ -184,8 +198,22 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
         for e in dashboard_exprs()
     ]
     rules_file = tmp_path / "dashboard_rules.yml"
-    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query:{i}", "expr": e} for i, e in enumerate(exprs)]}]}))
-    done = subprocess.run([PROMTOOL, "check", "rules", str(rules_file)], capture_output=True,
-                          text=True, timeout=60)
+    rules_file.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboard",
+                        "rules": [
+                            {"record": f"dashboard:query:{i}", "expr": e}
+                            for i, e in enumerate(exprs)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+    )
     assert 0 == done.returncode, done.stdout + done.stderr

@@ -33,7 +33,9 @@ SSE = "text/event-stream; charset=utf-8"
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
 OPENAI_BODY: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES}
 ANTHROPIC_BODY: dict[str, Any] = {
-    "model": "claude-sonnet-4-5", "max_tokens": 100, "messages": MESSAGES[1:],
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 100,
+    "messages": MESSAGES[1:],
 }
 
 
@@ -92,8 +94,14 @@ def cost(model: str, prompt: int, completion: int, cached: int = 0) -> float:
     return round(PriceTable().cost(model, Usage(prompt, completion, cached)) or 0.0, 10)
 
 
-FIELDS = ("model", "prompt_tokens", "completion_tokens", "cached_tokens", "token_source",
-          "cost_usd")
+FIELDS = (
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "token_source",
+    "cost_usd",
+)
 
 
 def picked(log: dict[str, Any]) -> tuple:
@@ -128,8 +136,14 @@ async def test_stream_split_into_single_bytes_gives_the_same_usage() -> None:
     ex = exchange(ANTHROPIC_STREAM, "/anthropic/v1/messages")
     log = await account(ex, wire, ctype, cuts=tuple(range(1, len(wire))))
     prompt = prompt_tokens(ANTHROPIC_STREAM)
-    assert ("claude-sonnet-4-5", prompt, 5, 0, "upstream",
-            cost("claude-sonnet-4-5", prompt, 5)) == picked(log)
+    assert (
+        "claude-sonnet-4-5",
+        prompt,
+        5,
+        0,
+        "upstream",
+        cost("claude-sonnet-4-5", prompt, 5),
+    ) == picked(log)
 
 
 async def test_first_token_is_the_first_content_event_not_the_role_chunk() -> None:
@@ -153,8 +167,14 @@ async def test_openai_stream_without_usage_is_estimated_from_text_and_request() 
     log = await account(exchange(payload), wire, ctype, cuts=(7, 100))
     prompt = count_request(payload, "openai").tokens
     completion = count_text(fake_text(5), "gpt-4o")
-    assert ("gpt-4o", prompt, completion, None, "estimate",
-            cost("gpt-4o", prompt, completion)) == picked(log)
+    assert (
+        "gpt-4o",
+        prompt,
+        completion,
+        None,
+        "estimate",
+        cost("gpt-4o", prompt, completion),
+    ) == picked(log)
 
 
 async def test_estimate_reuses_the_context_plugins_prompt_count() -> None:
@@ -181,11 +201,13 @@ async def test_anthropic_stream_cut_after_start_counts_the_text_not_the_placehol
     """message_start says output_tokens: 1; the real count never came."""
     wire, ctype = answer("anthropic", ANTHROPIC_STREAM)
     cut_at = wire.index(b"event: content_block_stop")
-    log = await account(exchange(ANTHROPIC_STREAM, "/anthropic/v1/messages"), wire[:cut_at],
-                        ctype)
+    log = await account(exchange(ANTHROPIC_STREAM, "/anthropic/v1/messages"), wire[:cut_at], ctype)
     text_tokens = count_text(fake_text(5), "claude-sonnet-4-5")
     assert (prompt_tokens(ANTHROPIC_STREAM), max(1, text_tokens), "estimate") == (
-        log["prompt_tokens"], log["completion_tokens"], log["token_source"])
+        log["prompt_tokens"],
+        log["completion_tokens"],
+        log["token_source"],
+    )
 
 
 async def test_in_stream_error_event_becomes_the_requests_error() -> None:
@@ -199,7 +221,7 @@ async def test_in_stream_error_event_becomes_the_requests_error() -> None:
 
 @pytest.mark.parametrize("gzipped", [False, True])
 async def test_json_answer_usage_is_read_whole_and_first_byte_stands_for_first_token(
-    gzipped: bool
+    gzipped: bool,
 ) -> None:
     wire, ctype = answer("openai", OPENAI_BODY)
     headers = {"Content-Encoding": "gzip"} if gzipped else {}
@@ -223,17 +245,29 @@ async def test_unknown_model_has_tokens_but_cost_is_null_not_zero() -> None:
     wire, ctype = answer("openai", payload)
     log = await account(exchange(payload), wire, ctype)
     assert ("llama-3.3-70b", 5, "upstream", None) == (
-        log["model"], log["completion_tokens"], log["token_source"], log["cost_usd"])
+        log["model"],
+        log["completion_tokens"],
+        log["token_source"],
+        log["cost_usd"],
+    )
 
 
 async def test_config_pricing_overrides_and_extends_the_table() -> None:
-    cfg = config_mod.from_dict(base_config("http://up.test", pricing={
-        "gpt-4o": {"input": 1000.0, "output": 2000.0},
-        "llama-3.3-70b": {"input": 0.5, "output": 1.0},
-    }), env={})
+    cfg = config_mod.from_dict(
+        base_config(
+            "http://up.test",
+            pricing={
+                "gpt-4o": {"input": 1000.0, "output": 2000.0},
+                "llama-3.3-70b": {"input": 0.5, "output": 1.0},
+            },
+        ),
+        env={},
+    )
     plugin = UsageAccounting(cfg.pricing)
-    for model, expected in (("gpt-4o", (4 * 1000 + 5 * 2000) / 1e6),
-                            ("llama-3.3-70b", (4 * 0.5 + 5 * 1.0) / 1e6)):
+    for model, expected in (
+        ("gpt-4o", (4 * 1000 + 5 * 2000) / 1e6),
+        ("llama-3.3-70b", (4 * 0.5 + 5 * 1.0) / 1e6),
+    ):
         payload = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
         wire, ctype = answer("openai", payload)
         log = await account(exchange(payload, cfg=cfg), wire, ctype, plugin=plugin)
@@ -253,23 +287,36 @@ async def test_json_of_a_non_llm_endpoint_is_not_accounted() -> None:
     ex = exchange(None, "/openai/v1/models", method="GET")
     log = await account(ex, b'{"object":"list","data":[]}', "application/json")
     assert (None, None, None, None) == (
-        log["model"], log["prompt_tokens"], log["token_source"], log["ttft_ms"])
+        log["model"],
+        log["prompt_tokens"],
+        log["token_source"],
+        log["ttft_ms"],
+    )
 
 
 async def test_every_exchange_gets_the_full_set_of_log_fields() -> None:
     """Also requests that never reached an upstream: the line's shape does not vary."""
     ex = exchange(OPENAI_BODY)
     await UsageAccounting(CFG.pricing).on_complete(ex)
-    assert {"model", "ttft_ms", "prompt_tokens", "completion_tokens", "cached_tokens",
-            "token_source", "cost_usd", "attempts", "trimmed_messages"} <= set(ex.log)
-    assert ("gpt-4o", [], 0) == (ex.log["model"], ex.log["attempts"],
-                                 ex.log["trimmed_messages"])
+    assert {
+        "model",
+        "ttft_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "token_source",
+        "cost_usd",
+        "attempts",
+        "trimmed_messages",
+    } <= set(ex.log)
+    assert ("gpt-4o", [], 0) == (ex.log["model"], ex.log["attempts"], ex.log["trimmed_messages"])
 
 
 async def test_model_from_the_request_follows_the_fallback_mapping() -> None:
     raw = base_config("http://up.test")
     raw["routes"][0]["upstreams"] = [
-        {"name": "groq", "base_url": "http://up.test", "models": {"gpt-4o": "llama-3.3-70b"}}]
+        {"name": "groq", "base_url": "http://up.test", "models": {"gpt-4o": "llama-3.3-70b"}}
+    ]
     cfg = config_mod.from_dict(raw, env={})
     ex = exchange(OPENAI_BODY, cfg=cfg)
     await UsageAccounting(cfg.pricing).on_complete(ex)

@@ -43,16 +43,29 @@ def test_lookup_resolves_exact_dated_and_longest_prefix(model: str, expected_key
     assert BUILTIN_PRICES[expected_key] == TABLE.lookup(model)
 
 
-@pytest.mark.parametrize("model", [
-    None, "", "unknown-model", "gpt-4.5-preview", "gpt-4oo", "o5", "claude", "-gpt-4o", "my-gpt-4o",
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        None,
+        "",
+        "unknown-model",
+        "gpt-4.5-preview",
+        "gpt-4oo",
+        "o5",
+        "claude",
+        "-gpt-4o",
+        "my-gpt-4o",
+    ],
+)
 def test_lookup_of_unknown_model_is_none(model: str | None) -> None:
     assert None is TABLE.lookup(model)
 
 
 def test_prefix_must_end_at_a_boundary_so_families_do_not_borrow_prices() -> None:
     assert (Price(2.50, 10.00, 1.25), Price(0.15, 0.60, 0.075)) == (
-        TABLE.lookup("gpt-4o"), TABLE.lookup("gpt-4o-mini"))
+        TABLE.lookup("gpt-4o"),
+        TABLE.lookup("gpt-4o-mini"),
+    )
     assert TABLE.lookup("gpt-4") != TABLE.lookup("gpt-4o")
     assert Price(5.00, 25.00, 0.50, 6.25) == TABLE.lookup("claude-opus-4-5")
     assert Price(15.00, 75.00, 1.50, 18.75) == TABLE.lookup("claude-opus-4-0")
@@ -65,7 +78,8 @@ def test_anthropic_cache_rates_follow_published_multipliers() -> None:
         if name == "claude-3-haiku":
             continue  # published as $0.03 / $0.30, not the rounded multipliers
         assert (price.input * 1.25, price.input * 0.1) == pytest.approx(
-            (price.cache_write, price.cached_input)), name
+            (price.cache_write, price.cached_input)
+        ), name
 
 
 def test_overrides_replace_and_extend_builtins() -> None:
@@ -91,9 +105,16 @@ def test_anthropic_cache_reads_and_writes_are_billed_at_their_rates() -> None:
 
 
 def test_anthropic_raw_usage_through_the_tap_is_costed_without_double_counting() -> None:
-    body = {"model": "claude-sonnet-4-20250514", "content": [],
-            "usage": {"input_tokens": 100, "cache_read_input_tokens": 1000,
-                      "cache_creation_input_tokens": 200, "output_tokens": 50}}
+    body = {
+        "model": "claude-sonnet-4-20250514",
+        "content": [],
+        "usage": {
+            "input_tokens": 100,
+            "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 200,
+            "output_tokens": 50,
+        },
+    }
     tap = UsageTap("anthropic", streaming=False)
     tap.feed(json.dumps(body).encode())
     usage = tap.finish()  # a JSON body is parsed at the end; tap.model is known after it
@@ -122,11 +143,14 @@ def test_inconsistent_counts_are_clamped_not_negative() -> None:
     assert 0.0000075 == pytest.approx(TABLE.cost("gpt-4o-mini", usage), abs=1e-15)
 
 
-@pytest.mark.parametrize(("model", "usage"), [
-    ("unknown-model", Usage(100, 100, source="upstream")),
-    (None, Usage(100, 100, source="upstream")),
-    ("gpt-4o", Usage(source="none")),
-])
+@pytest.mark.parametrize(
+    ("model", "usage"),
+    [
+        ("unknown-model", Usage(100, 100, source="upstream")),
+        (None, Usage(100, 100, source="upstream")),
+        ("gpt-4o", Usage(source="none")),
+    ],
+)
 def test_cost_is_none_for_unknown_model_or_unknown_usage(model: str | None, usage: Usage) -> None:
     assert None is TABLE.cost(model, usage)
 

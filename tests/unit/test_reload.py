@@ -31,8 +31,11 @@ class Pipeline:
 
 def state(config: config_mod.Config | None = None) -> AppState:
     return AppState(
-        config=config or cfg(), router=None, pipeline=Pipeline(),  # type: ignore[arg-type]
-        dispatcher=None, logger=None,  # type: ignore[arg-type]
+        config=config or cfg(),
+        router=None,
+        pipeline=Pipeline(),  # type: ignore[arg-type]
+        dispatcher=None,
+        logger=None,  # type: ignore[arg-type]
     )
 
 
@@ -42,20 +45,28 @@ def closed(s: AppState) -> int:
 
 # -- adopt -------------------------------------------------------------------------------------
 
+
 def test_reloadable_keys_change_and_restart_only_keys_keep_their_running_values() -> None:
     running = cfg()
     new = cfg(
-        listen={"host": "0.0.0.0", "port": 9}, workers=4, limits={"max_body_bytes": 10},
-        logging={"level": "debug"}, metrics={"enabled": False}, drain_timeout_s=1,
+        listen={"host": "0.0.0.0", "port": 9},
+        workers=4,
+        limits={"max_body_bytes": 10},
+        logging={"level": "debug"},
+        metrics={"enabled": False},
+        drain_timeout_s=1,
         state={"backend": "redis", "url": "redis://x"},
-        timeouts={"connect_s": 1, "first_byte_s": 2}, retry={"max_attempts": 9},
+        timeouts={"connect_s": 1, "first_byte_s": 2},
+        retry={"max_attempts": 9},
     )
     adopted, changed = adopt(running, new)
     assert [*RESTART_ONLY, "timeouts.connect_s"] == changed
     for key in RESTART_ONLY:
         assert getattr(running, key) == getattr(adopted, key)
     assert (running.timeouts.connect_s, 2.0) == (
-        adopted.timeouts.connect_s, adopted.timeouts.first_byte_s)
+        adopted.timeouts.connect_s,
+        adopted.timeouts.first_byte_s,
+    )
     assert 9 == adopted.routes[0].retry.max_attempts
 
 
@@ -66,6 +77,7 @@ def test_a_config_with_only_reloadable_changes_names_no_keys() -> None:
 
 
 # -- generations -------------------------------------------------------------------------------
+
 
 async def test_a_replaced_generation_closes_after_its_last_request() -> None:
     holder = StateHolder()
@@ -128,6 +140,7 @@ async def test_pinned_handler_counts_the_request_on_the_generation_it_started_wi
 
 # -- reloader ----------------------------------------------------------------------------------
 
+
 class Log:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, dict[str, Any]]] = []
@@ -164,8 +177,9 @@ async def test_failed_reload_keeps_the_running_generation_and_logs_why(
     reloader = Reloader(Generations(holder), state, log)
     assert False is await reloader.reload(loader, notifier)
     assert running is holder.current
-    assert [("error", "config reload failed, keeping the running config",
-             {"error": str(loader_error)})] == log.lines
+    assert [
+        ("error", "config reload failed, keeping the running config", {"error": str(loader_error)})
+    ] == log.lines
     assert ["RELOADING=1", "READY=1"] == notifier.sent
 
 
@@ -181,8 +195,11 @@ async def test_reload_builds_from_the_adopted_config_and_warns_about_restart_key
         tuple(r.prefix for r in holder.current.config.routes),
     )
     assert [
-        ("warning", "config keys changed that take effect only after a restart",
-         {"keys": ["drain_timeout_s"]}),
+        (
+            "warning",
+            "config keys changed that take effect only after a restart",
+            {"keys": ["drain_timeout_s"]},
+        ),
         ("info", "config reloaded", {"routes": ["/openai"]}),
     ] == log.lines
     assert ["RELOADING=1", "READY=1"] == notifier.sent

@@ -86,6 +86,7 @@ def test_a_connected_socket_carries_the_same_messages() -> None:
 
 # -- socket activation -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "env",
     [

@@ -23,16 +23,29 @@ def sse_event(payload: object, name: str | None = None, eol: str = "\n") -> byte
 
 
 def chat_chunk(delta: dict | None, usage: dict | None = None, finish: str | None = None) -> dict:
-    choices = [] if delta is None else [
-        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
-            "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_1",
-            "choices": choices, "usage": usage}
+    choices = (
+        []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    )
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "system_fingerprint": "fp_1",
+        "choices": choices,
+        "usage": usage,
+    }
 
 
-OPENAI_USAGE = {"prompt_tokens": 1200, "completion_tokens": 9, "total_tokens": 1209,
-                "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 3, "audio_tokens": 0}}
+OPENAI_USAGE = {
+    "prompt_tokens": 1200,
+    "completion_tokens": 9,
+    "total_tokens": 1209,
+    "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 3, "audio_tokens": 0},
+}
 
 
 def openai_events(include_usage: bool = True) -> list[bytes]:
@@ -50,13 +63,25 @@ def openai_events(include_usage: bool = True) -> list[bytes]:
 
 def anthropic_events(eol: str = "\r\n") -> list[bytes]:
     """A Messages stream with text and a tool call; the first content is event 3."""
+
     def e(name: str, **fields: object) -> bytes:
         return sse_event({"type": name, **fields}, name, eol)
 
-    start_usage = {"input_tokens": 25, "cache_creation_input_tokens": 200,
-                   "cache_read_input_tokens": 1000, "output_tokens": 1}
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
-               "model": "claude-sonnet-4-20250514", "stop_reason": None, "usage": start_usage}
+    start_usage = {
+        "input_tokens": 25,
+        "cache_creation_input_tokens": 200,
+        "cache_read_input_tokens": 1000,
+        "output_tokens": 1,
+    }
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": "claude-sonnet-4-20250514",
+        "stop_reason": None,
+        "usage": start_usage,
+    }
     return [
         e("message_start", message=message),
         e("content_block_start", index=0, content_block={"type": "text", "text": ""}),
@@ -64,11 +89,17 @@ def anthropic_events(eol: str = "\r\n") -> list[bytes]:
         e("content_block_delta", index=0, delta={"type": "text_delta", "text": TEXT[0]}),
         e("content_block_delta", index=0, delta={"type": "text_delta", "text": TEXT[1]}),
         e("content_block_stop", index=0),
-        e("content_block_start", index=1,
-          content_block={"type": "tool_use", "id": "t1", "name": "weather", "input": {}}),
+        e(
+            "content_block_start",
+            index=1,
+            content_block={"type": "tool_use", "id": "t1", "name": "weather", "input": {}},
+        ),
         e("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": ""}),
-        e("content_block_delta", index=1,
-          delta={"type": "input_json_delta", "partial_json": '{"city": "Zürich"}'}),
+        e(
+            "content_block_delta",
+            index=1,
+            delta={"type": "input_json_delta", "partial_json": '{"city": "Zürich"}'},
+        ),
         e("content_block_stop", index=1),
         e("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 42}),
         e("message_stop"),
@@ -77,14 +108,24 @@ def anthropic_events(eol: str = "\r\n") -> list[bytes]:
 
 def responses_events() -> list[bytes]:
     """A Responses API stream; the first content is event 2."""
+
     def e(name: str, **fields: object) -> bytes:
         return sse_event({"type": name, **fields}, name)
 
-    resp = {"id": "resp_1", "object": "response", "model": "gpt-4.1-2025-04-14",
-            "status": "in_progress", "usage": None}
-    usage = {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 128},
-             "output_tokens": 50, "output_tokens_details": {"reasoning_tokens": 20},
-             "total_tokens": 350}
+    resp = {
+        "id": "resp_1",
+        "object": "response",
+        "model": "gpt-4.1-2025-04-14",
+        "status": "in_progress",
+        "usage": None,
+    }
+    usage = {
+        "input_tokens": 300,
+        "input_tokens_details": {"cached_tokens": 128},
+        "output_tokens": 50,
+        "output_tokens_details": {"reasoning_tokens": 20},
+        "total_tokens": 350,
+    }
     return [
         e("response.created", response=resp),
         e("response.output_item.added", output_index=0, item={"type": "message"}),
@@ -96,13 +137,30 @@ def responses_events() -> list[bytes]:
 
 
 CASES = {
-    "openai": ("openai", openai_events(), 1, "gpt-4o-mini-2024-07-18", "".join(TEXT),
-               Usage(1200, 9, 1024, None, 3, "upstream")),
-    "anthropic": ("anthropic", anthropic_events(), 3, "claude-sonnet-4-20250514",
-                  "".join(TEXT) + '{"city": "Zürich"}',
-                  Usage(25 + 1000 + 200, 42, 1000, 200, None, "upstream")),
-    "responses": ("openai", responses_events(), 2, "gpt-4.1-2025-04-14", "".join(TEXT),
-                  Usage(300, 50, 128, None, 20, "upstream")),
+    "openai": (
+        "openai",
+        openai_events(),
+        1,
+        "gpt-4o-mini-2024-07-18",
+        "".join(TEXT),
+        Usage(1200, 9, 1024, None, 3, "upstream"),
+    ),
+    "anthropic": (
+        "anthropic",
+        anthropic_events(),
+        3,
+        "claude-sonnet-4-20250514",
+        "".join(TEXT) + '{"city": "Zürich"}',
+        Usage(25 + 1000 + 200, 42, 1000, 200, None, "upstream"),
+    ),
+    "responses": (
+        "openai",
+        responses_events(),
+        2,
+        "gpt-4.1-2025-04-14",
+        "".join(TEXT),
+        Usage(300, 50, 128, None, 20, "upstream"),
+    ),
 }
 
 
@@ -164,12 +222,23 @@ def test_role_only_first_chunk_is_not_content() -> None:
     assert [False, True, False] == [tap.feed(e) for e in events[:3]]
 
 
-@pytest.mark.parametrize("delta", [
-    {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
-                     "function": {"name": "f", "arguments": ""}}]},
-    {"reasoning_content": "hmm"},
-    {"refusal": "no"},
-])
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": ""},
+                }
+            ]
+        },
+        {"reasoning_content": "hmm"},
+        {"refusal": "no"},
+    ],
+)
 def test_tool_call_reasoning_and_refusal_deltas_are_content(delta: dict) -> None:
     tap = UsageTap("openai", streaming=True)
     assert [False, True] == [tap.feed(sse_event(chat_chunk(d))) for d in ({"role": "x"}, delta)]
@@ -186,7 +255,8 @@ def test_anthropic_overloaded_error_event_mid_stream_is_captured() -> None:
     events = anthropic_events("\n")[:5]
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     usage, hits, _, _, terminal, error_event = run(
-        "anthropic", b"".join(events) + sse_event(error, "error"), [])
+        "anthropic", b"".join(events) + sse_event(error, "error"), []
+    )
     assert ("overloaded_error", False, [0]) == (error_event, terminal, hits)
     assert Usage(1225, 1, 1000, 200, None, "upstream") == usage  # message_start counts remain
 
@@ -197,8 +267,12 @@ def test_anthropic_stream_cut_before_message_stop_is_not_terminal() -> None:
 
 
 def test_anthropic_message_delta_latest_non_null_counts_win() -> None:
-    delta_usage = {"input_tokens": 30, "cache_read_input_tokens": 900,
-                   "cache_creation_input_tokens": None, "output_tokens": 7}
+    delta_usage = {
+        "input_tokens": 30,
+        "cache_read_input_tokens": 900,
+        "cache_creation_input_tokens": None,
+        "output_tokens": 7,
+    }
     events = [
         *anthropic_events("\n")[:4],
         sse_event({"type": "message_delta", "delta": {}, "usage": delta_usage}, "message_delta"),
@@ -250,36 +324,80 @@ def test_gzipped_stream_is_read_from_an_incrementally_decompressed_copy() -> Non
 # -- non-streaming JSON --------------------------------------------------------------------
 
 OPENAI_BODY = {
-    "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
-    "choices": [{"index": 0, "finish_reason": "stop",
-                 "message": {"role": "assistant", "content": "héllo wörld 🎉"}}],
-    "usage": {"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
-              "prompt_tokens_details": {"cached_tokens": 1920},
-              "completion_tokens_details": {"reasoning_tokens": 0}},
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "model": "gpt-4o-2024-08-06",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "héllo wörld 🎉"},
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 2006,
+        "completion_tokens": 300,
+        "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    },
 }
 RESPONSES_BODY = {
-    "id": "resp_1", "object": "response", "model": "o4-mini-2025-04-16",
-    "output": [{"type": "reasoning", "summary": []},
-               {"type": "message", "content": [{"type": "output_text", "text": "hi 🎉"}]}],
-    "usage": {"input_tokens": 500, "input_tokens_details": {"cached_tokens": 256},
-              "output_tokens": 80, "output_tokens_details": {"reasoning_tokens": 64}},
+    "id": "resp_1",
+    "object": "response",
+    "model": "o4-mini-2025-04-16",
+    "output": [
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "content": [{"type": "output_text", "text": "hi 🎉"}]},
+    ],
+    "usage": {
+        "input_tokens": 500,
+        "input_tokens_details": {"cached_tokens": 256},
+        "output_tokens": 80,
+        "output_tokens_details": {"reasoning_tokens": 64},
+    },
 }
 ANTHROPIC_BODY = {
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5-20251001",
-    "content": [{"type": "text", "text": "héllo"},
-                {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "ü"}}],
-    "usage": {"input_tokens": 10, "cache_creation_input_tokens": 2000,
-              "cache_read_input_tokens": 0, "output_tokens": 20},
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-haiku-4-5-20251001",
+    "content": [
+        {"type": "text", "text": "héllo"},
+        {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "ü"}},
+    ],
+    "usage": {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 20,
+    },
 }
 BODIES = {
-    "openai": ("openai", OPENAI_BODY, Usage(2006, 300, 1920, None, 0, "upstream"),
-               "héllo wörld 🎉"),
+    "openai": (
+        "openai",
+        OPENAI_BODY,
+        Usage(2006, 300, 1920, None, 0, "upstream"),
+        "héllo wörld 🎉",
+    ),
     "responses": ("openai", RESPONSES_BODY, Usage(500, 80, 256, None, 64, "upstream"), "hi 🎉"),
-    "anthropic": ("anthropic", ANTHROPIC_BODY, Usage(2010, 20, 0, 2000, None, "upstream"),
-                  'héllo{"q": "ü"}'),
-    "embeddings": ("openai", {"object": "list", "model": "text-embedding-3-small", "data": [],
-                              "usage": {"prompt_tokens": 8, "total_tokens": 8}},
-                   Usage(8, None, None, None, None, "upstream"), ""),
+    "anthropic": (
+        "anthropic",
+        ANTHROPIC_BODY,
+        Usage(2010, 20, 0, 2000, None, "upstream"),
+        'héllo{"q": "ü"}',
+    ),
+    "embeddings": (
+        "openai",
+        {
+            "object": "list",
+            "model": "text-embedding-3-small",
+            "data": [],
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},
+        },
+        Usage(8, None, None, None, None, "upstream"),
+        "",
+    ),
 }
 
 
@@ -300,7 +418,8 @@ def test_json_body_usage_in_any_chunking_and_encoding(case: str, encoding: str |
         wire, encoding = packer.compress(raw) + packer.flush(), "deflate"
     for size in (1, 7, len(raw)):
         assert (usage, [0], text, body["model"]) == run_body(
-            provider, wire, size, content_encoding=encoding)
+            provider, wire, size, content_encoding=encoding
+        )
 
 
 def test_json_body_over_the_limit_gives_no_usage() -> None:
@@ -328,11 +447,16 @@ def test_finish_is_idempotent_and_later_feeds_are_ignored() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(blob=st.binary(max_size=400), provider=st.sampled_from(["openai", "anthropic"]),
-       streaming=st.booleans(), encoding=st.sampled_from([None, "gzip", "deflate", "br"]),
-       size=st.integers(1, 64))
+@given(
+    blob=st.binary(max_size=400),
+    provider=st.sampled_from(["openai", "anthropic"]),
+    streaming=st.booleans(),
+    encoding=st.sampled_from([None, "gzip", "deflate", "br"]),
+    size=st.integers(1, 64),
+)
 def test_garbage_never_raises_and_first_content_is_reported_at_most_once(
-        blob: bytes, provider: str, streaming: bool, encoding: str | None, size: int) -> None:
+    blob: bytes, provider: str, streaming: bool, encoding: str | None, size: int
+) -> None:
     tap = UsageTap(provider, streaming=streaming, content_encoding=encoding)  # type: ignore[arg-type]
     hits = sum(tap.feed(blob[i : i + size]) for i in range(0, len(blob), size))
     assert hits <= 1
@@ -340,15 +464,29 @@ def test_garbage_never_raises_and_first_content_is_reported_at_most_once(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from([
-    b"data: {}\n\n", b"data: null\n\n", b'data: {"choices": 5}\n\n', b'data: {"usage": 1}\n\n',
-    b'data: {"choices": [{"delta": null}]}\n\n', b'data: {"type": 7}\n\n',
-    b'event: message_start\ndata: {"message": []}\n\n', b"event: error\ndata: nope\n\n",
-    b'data: {"usage": {"prompt_tokens": -1, "completion_tokens": true}}\n\n',
-    b'event: message_delta\ndata: {"usage": {"output_tokens": 1.5}}\n\n',
-    b'event: content_block_delta\ndata: {"delta": {"type": "text_delta", "text": 3}}\n\n',
-    b'event: response.completed\ndata: {"response": {"usage": []}}\n\n', b"data: [DONE]\n\n",
-]), max_size=12), st.sampled_from(["openai", "anthropic"]))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"data: {}\n\n",
+                b"data: null\n\n",
+                b'data: {"choices": 5}\n\n',
+                b'data: {"usage": 1}\n\n',
+                b'data: {"choices": [{"delta": null}]}\n\n',
+                b'data: {"type": 7}\n\n',
+                b'event: message_start\ndata: {"message": []}\n\n',
+                b"event: error\ndata: nope\n\n",
+                b'data: {"usage": {"prompt_tokens": -1, "completion_tokens": true}}\n\n',
+                b'event: message_delta\ndata: {"usage": {"output_tokens": 1.5}}\n\n',
+                b'event: content_block_delta\ndata: {"delta": {"type": "text_delta", "text": 3}}\n\n',  # noqa: E501
+                b'event: response.completed\ndata: {"response": {"usage": []}}\n\n',
+                b"data: [DONE]\n\n",
+            ]
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(["openai", "anthropic"]),
+)
 def test_malformed_events_never_raise(events: list[bytes], provider: str) -> None:
     tap = UsageTap(provider, streaming=True)  # type: ignore[arg-type]
     for event in events:
