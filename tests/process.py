@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class ProxyProcess:
-    """``python -m proxy`` on a free port with a config written to ``tmp_path``."""
+    """``python -m proxy`` on a free port with a config written to ``tmp_path``; ``args`` are
+    extra command-line arguments, ``pass_fds`` inherited sockets, ``prefix`` a wrapper command."""
 
-    def __init__(self, raw_config: dict[str, Any], tmp_path: Path, port: int, **env: str) -> None:
+    def __init__(
+        self,
+        raw_config: dict[str, Any],
+        tmp_path: Path,
+        port: int,
+        *args: str,
+        pass_fds: Sequence[int] = (),
+        prefix: Sequence[str] = (),
+        **env: str,
+    ) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
+        self.args = list(args)
+        self.pass_fds = tuple(pass_fds)
+        self.prefix = list(prefix)
         self.config_path = tmp_path / "config.yaml"
         self.write_config(raw_config)
         self.port = port
@@ -34,28 +49,30 @@ class ProxyProcess:
 
     async def start(self, timeout: float = 20.0) -> None:
         self._log = open(self.log_path, "wb")
+        command = [*self.prefix, sys.executable, "-m", "proxy", "--config", str(self.config_path)]
+        command += ["--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "--config",
-                str(self.config_path),
-                "--port",
-                str(self.port),
-            ],
+            command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=self._env,
+            pass_fds=self.pass_fds,
         )
+        await self.wait_healthy(timeout)
+
+    async def wait_healthy(self, timeout: float) -> None:
+        """Until /healthz answers 200; an early exit or the timeout fails with the output.
+        Each poll uses a new connection, so under ``--workers`` any worker may answer."""
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
+                assert self.proc is not None
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"proxy exited early:\n{self.output()}")
                 try:
-                    async with session.get(self.url + "/healthz") as resp:
+                    headers = {"Connection": "close"}
+                    async with session.get(self.url + "/healthz", headers=headers) as resp:
                         if resp.status == 200:
                             return
                 except aiohttp.ClientError:
@@ -63,6 +80,12 @@ class ProxyProcess:
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"proxy did not start:\n{self.output()}")
                 await asyncio.sleep(0.05)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.output().splitlines() if x.startswith("{")]
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [x for x in self.log_lines() if x.get("event") == event]
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

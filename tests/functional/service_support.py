@@ -10,14 +10,14 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from proxy.sdnotify import parse
-from tests.process import ROOT, ProxyProcess
+from tests.process import ProxyProcess
 
 CHAT = "/openai/v1/chat/completions"
 STREAM_BODY = json.dumps(
@@ -28,58 +28,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 class ServiceProcess(ProxyProcess):
-    """:class:`ProxyProcess` plus extra arguments, inherited fds and a chosen readiness URL."""
-
-    def __init__(
-        self,
-        raw_config: dict[str, Any],
-        tmp_path: Path,
-        port: int,
-        *args: str,
-        pass_fds: Sequence[int] = (),
-        prefix: Sequence[str] = (),
-        **env: str,
-    ) -> None:
-        super().__init__(raw_config, tmp_path, port, **env)
-        self.args = list(args)
-        self.pass_fds = tuple(pass_fds)
-        self.prefix = list(prefix)
-
-    async def start(self, timeout: float = 20.0) -> None:
-        self._log = open(self.log_path, "wb")
-        command = [
-            *self.prefix,
-            sys.executable,
-            "-m",
-            "proxy",
-            "--config",
-            str(self.config_path),
-            "--port",
-            str(self.port),
-            *self.args,
-        ]
-        self.proc = subprocess.Popen(
-            command,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=self._env,
-            pass_fds=self.pass_fds,
-        )
-        await self.wait_healthy(timeout)
-
-    async def wait_healthy(self, timeout: float = 20.0) -> None:
-        async def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"proxy exited early:\n{self.output()}")
-            try:
-                await health(self.url)
-            except aiohttp.ClientError:
-                return False
-            return True
-
-        await eventually(healthy, timeout, lambda: f"proxy did not start:\n{self.output()}")
+    """:class:`ProxyProcess` that can wait for all workers and stops with SIGTERM first."""
 
     async def all_workers_ready(self) -> None:
         """With ``--workers``: the supervisor has seen every worker ready (start() returns as
@@ -95,12 +44,6 @@ class ServiceProcess(ProxyProcess):
             except subprocess.TimeoutExpired:
                 pass
         super().stop()
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.output().splitlines() if x.startswith("{")]
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        return [x for x in self.log_lines() if x.get("event") == event]
 
 
 async def eventually(

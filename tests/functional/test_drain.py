@@ -43,8 +43,7 @@ async def test_sigterm_lets_running_stream_finish(fake: FakeUpstream, tmp_path: 
                 rest = await resp.read()
         assert rest.rstrip().endswith(b"data: [DONE]")
         assert 0 == await proxy.wait()
-        lines = [json.loads(x) for x in proxy.output().splitlines() if x.startswith("{")]
-        assert [200] == [x["status"] for x in lines if x.get("event") == "request"]
+        assert [200] == [x["status"] for x in proxy.events("request")]
     finally:
         proxy.stop()
 
@@ -65,9 +64,8 @@ async def test_stream_running_past_the_drain_timeout_is_cut_and_the_process_exit
                 with pytest.raises(aiohttp.ClientPayloadError):
                     await resp.read()
         assert 0 == await proxy.wait()
-        lines = [json.loads(x) for x in proxy.output().splitlines() if x.startswith("{")]
-        requests = [x for x in lines if x.get("event") == "request"]
-        assert ["cancelled by shutdown"] == [x["error"] for x in requests], proxy.output()
+        errors = [x["error"] for x in proxy.events("request")]
+        assert ["cancelled by shutdown"] == errors, proxy.output()
     finally:
         fake.release.set()
         proxy.stop()
