@@ -8,7 +8,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -89,53 +89,51 @@ def sock_path() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def test_both_workers_serve_and_a_killed_one_is_restarted(
-    fake: FakeUpstream, tmp_path: Path
-) -> None:
+@pytest.fixture
+async def two_workers(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    """The proxy under a supervisor with two workers, both ready."""
     proxy = ServiceProcess(base_config(fake.url), tmp_path, free_port(), "--workers", "2")
     await proxy.start()
-    await proxy.all_workers_ready()
     try:
-        first = await workers(proxy)
-        assert first == await serving_pids(proxy.url, first)
-        victim = min(first)
-        os.kill(victim, signal.SIGKILL)
-        now = await workers(proxy, gone=[victim])
-        assert now == await serving_pids(proxy.url, now)
-        died = proxy.events("worker died, restarting")
-        assert [(victim, -signal.SIGKILL)] == [(d["pid"], d["exit_code"]) for d in died]
+        await proxy.all_workers_ready()
+        yield proxy
     finally:
         proxy.stop()
+
+
+async def test_both_workers_serve_and_a_killed_one_is_restarted(
+    two_workers: ServiceProcess,
+) -> None:
+    proxy = two_workers
+    first = await workers(proxy)
+    assert first == await serving_pids(proxy.url, first)
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    now = await workers(proxy, gone=[victim])
+    assert now == await serving_pids(proxy.url, now)
+    died = proxy.events("worker died, restarting")
+    assert [(victim, -signal.SIGKILL)] == [(d["pid"], d["exit_code"]) for d in died]
 
 
 async def test_metrics_count_every_worker_and_keep_a_dead_worker_counts(
-    fake: FakeUpstream, tmp_path: Path
+    two_workers: ServiceProcess,
 ) -> None:
-    proxy = ServiceProcess(base_config(fake.url), tmp_path, free_port(), "--workers", "2")
-    await proxy.start()
-    await proxy.all_workers_ready()
-    try:
-        for _ in range(20):  # a new connection each: SO_REUSEPORT spreads them
-            assert 200 == (await post(proxy.url + CHAT))[0]
-        lines = await eventually(
-            lambda: len(proxy.events("request")) == 20 and proxy.events("request")
-        )
-        assert {0, 1} == {line["worker"] for line in lines}
-        assert [20.0] * 4 == [await requests_total(proxy.url) for _ in range(4)]
-        victim = min(await workers(proxy))
-        os.kill(victim, signal.SIGKILL)
-        await workers(proxy, gone=[victim])
-        assert [20.0] * 4 == [await requests_total(proxy.url) for _ in range(4)]
-    finally:
-        proxy.stop()
+    proxy = two_workers
+    for _ in range(20):  # a new connection each: SO_REUSEPORT spreads them
+        assert 200 == (await post(proxy.url + CHAT))[0]
+    lines = await eventually(lambda: len(proxy.events("request")) == 20 and proxy.events("request"))
+    assert {0, 1} == {line["worker"] for line in lines}
+    assert [20.0] * 4 == [await requests_total(proxy.url) for _ in range(4)]
+    victim = min(await workers(proxy))
+    os.kill(victim, signal.SIGKILL)
+    await workers(proxy, gone=[victim])
+    assert [20.0] * 4 == [await requests_total(proxy.url) for _ in range(4)]
 
 
 async def test_in_flight_gauge_sums_workers_and_forgets_dead_ones(
-    fake: FakeUpstream, tmp_path: Path
+    fake: FakeUpstream, two_workers: ServiceProcess
 ) -> None:
-    proxy = ServiceProcess(base_config(fake.url), tmp_path, free_port(), "--workers", "2")
-    await proxy.start()
-    await proxy.all_workers_ready()
+    proxy = two_workers
     try:
         fake.hold_after_chunk = 1
         async with aiohttp.ClientSession() as session:
@@ -151,7 +149,6 @@ async def test_in_flight_gauge_sums_workers_and_forgets_dead_ones(
         await eventually(lambda: streams_everywhere(proxy.url, 0.0))
     finally:
         fake.release.set()
-        proxy.stop()
 
 
 async def test_supervisor_notifies_for_all_workers_and_forwards_sighup(
