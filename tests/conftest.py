@@ -10,8 +10,10 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from proxy import config as config_mod
 from proxy.app import make_app
@@ -48,6 +50,13 @@ class LogCapture(io.StringIO):
 
     async def last(self) -> dict[str, Any]:
         return (await self.settled())[-1]
+
+
+async def fetch(method: str, url: Any, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
+    """One request on a fresh session, nothing decompressed: status, headers, raw body."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.request(method, url, **kwargs) as resp:
+            return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
 def free_port() -> int:

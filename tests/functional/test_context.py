@@ -6,13 +6,12 @@ import itertools
 import json
 from typing import Any
 
-import aiohttp
 import anthropic
 import openai
 
 from proxy.context import tokens
 from proxy.fake_upstream import FakeUpstream
-from tests.conftest import LogCapture, base_config
+from tests.conftest import LogCapture, base_config, fetch
 
 SYSTEM = {"role": "system", "content": "You are a terse assistant."}
 FILLER = "The quick brown fox jumps over the lazy dog. " * 8  # about 80 tokens
@@ -29,11 +28,10 @@ def conversation(turns: int) -> list[dict[str, Any]]:
 
 async def post_json(url: str, body: bytes | str) -> tuple[int, Any, Any]:
     """POST raw JSON bytes; the status, the response headers and the parsed answer."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url, data=body, headers={"Content-Type": "application/json"}
-        ) as resp:
-            return resp.status, resp.headers.copy(), await resp.json()
+    status, headers, raw = await fetch(
+        "POST", url, data=body, headers={"Content-Type": "application/json"}
+    )
+    return status, headers, json.loads(raw)
 
 
 def capped(fake_url: str, max_input_tokens: int) -> dict[str, Any]:

@@ -10,19 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp_sse_client import client as sse_client
-from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.fake_upstream import FakeUpstream, Fault
-from tests.conftest import LogCapture, base_config, free_port
+from tests.conftest import LogCapture, base_config, fetch, free_port
 
 CHAT = "/v1/chat/completions"
-
-
-async def fetch(method: str, url: str | URL, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.request(method, url, **kwargs) as resp:
-            return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
 def chat_body(stream: bool = False, **extra: Any) -> bytes:

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from proxy.fake_upstream import FakeUpstream, Fault
-from tests.conftest import LogCapture, base_config, free_port
+from tests.conftest import LogCapture, base_config, fetch, free_port
 from tests.process import ProxyProcess
 from tests.redis_server import redis_server
 
@@ -27,9 +27,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 async def post(url: str, body: bytes = BODY, **headers: str) -> tuple[int, Any, bytes]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.post(url, data=body, headers={**JSON, **headers}) as resp:
-            return resp.status, resp.headers.copy(), await resp.read()
+    return await fetch("POST", url, data=body, headers={**JSON, **headers})
 
 
 def two_upstreams(fake_url: str, **second: Any) -> dict[str, Any]:
