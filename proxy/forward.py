@@ -120,16 +120,3 @@ class Dispatcher(Protocol):
     """Chooses upstreams and attempts for a request and returns one open upstream response."""
 
     async def open(self, ex: Exchange) -> aiohttp.ClientResponse: ...
-
-
-class SingleAttempt:
-    """The plain core policy: the route's first upstream, once."""
-
-    def __init__(self, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
-        self._session = session
-        self._timeouts = timeouts
-
-    async def open(self, ex: Exchange) -> aiohttp.ClientResponse:
-        upstream = ex.route.config.upstreams[0]
-        ex.upstream = upstream
-        return await open_attempt(self._session, ex, upstream, ex.body, self._timeouts)

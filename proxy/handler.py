@@ -95,10 +95,8 @@ async def _serve(state: AppState, ex: Exchange) -> web.StreamResponse:
                 raise
             upstream.release()
             return client
-    except ProxyError as error:
+    except ProxyError as error:  # plugins and the dispatcher raise these before any byte
         ex.status, ex.error = error.status, error.message
-        if client is not None:  # cannot happen today; keep the invariant explicit
-            return _abort(ex, client)
         return error.render(ex.route.provider, ex.request_id)
     except TimeoutError:
         if client is None:
@@ -107,9 +105,10 @@ async def _serve(state: AppState, ex: Exchange) -> web.StreamResponse:
             return error.render(ex.route.provider, ex.request_id)
         ex.error = "upstream idle timeout" if loop.time() < deadline else "total timeout"
         return _abort(ex, client)
-    except StreamAborted as exc:
+    except StreamAborted as exc:  # only relay() raises it, so the response has started
         ex.error = exc.reason
-        return _abort(ex, client) if client is not None else web.Response(status=502)
+        assert client is not None
+        return _abort(ex, client)
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         ex.error = "client disconnected"
         return client if client is not None else web.Response(status=499)

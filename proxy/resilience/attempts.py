@@ -172,7 +172,7 @@ class _Run:
             if wait is None:
                 return self._answer
             if wait > self.budget - self.waited or n + 1 >= self.retry.max_attempts:
-                return None if self.has_fallback else self._give_up()
+                return None if self.has_fallback else self.last
             await self._sleep(wait)
         return None
 
@@ -198,9 +198,6 @@ class _Run:
         self.cooldown_waits.append(upstream.name)
         await self._sleep(remaining, hinted=False)
         return True
-
-    def _give_up(self) -> Any:
-        return self.last  # None only if the last failure was a connect error: caller raises it
 
     async def _attempt(self, upstream: Upstream, n: int) -> float | None:
         """Send once. None: ``self._answer`` is final. A number: seconds to wait before a retry."""
