@@ -32,9 +32,10 @@ __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app
 
 
 def default_plugins(config: Config, res: Resources) -> list[Plugin]:
-    """The one explicit, ordered plugin list. The request log stays last."""
+    """The one explicit plugin list. Order only decides which ``on_request`` runs first:
+    outcomes are settled before anything reports them."""
     metrics: list[Plugin] = []
-    if config.metrics.enabled:  # after usage accounting, whose log fields it counts
+    if config.metrics.enabled:
         metrics.append(MetricsPlugin(res.metrics, known_models(config), res.logger))
     return [ContextBudget(), UsageAccounting(config.pricing), *metrics, RequestLog(res.logger)]
 
@@ -47,7 +48,6 @@ def build_state(config: Config, res: Resources) -> AppState:
         pipeline=Pipeline(default_plugins(config, res)),
         dispatcher=AttemptLoop(res.session, config.timeouts, res.cooldowns, res.logger),
         logger=res.logger,
-        refused=res.metrics.count_refused,
     )
 
 
@@ -68,7 +68,11 @@ def make_app(
 ) -> web.Application:
     """The proxy app for ``config``. ``worker`` (its index under a supervisor) is added to every
     log line; ``metrics_dir`` makes the metrics shared with sibling workers (see metrics.py)."""
-    app = web.Application(client_max_size=config.limits.max_body_bytes, handler_args={})
+    # Request bodies are forwarded as the client encoded them: a gzip body stays gzip.
+    app = web.Application(
+        client_max_size=config.limits.max_body_bytes,
+        handler_args={"auto_decompress": False},
+    )
     holder = StateHolder()
     app[STATE] = holder
     generations = Generations(holder)

@@ -54,6 +54,9 @@ class Upstream:
     api_key: str | None = field(default=None, repr=False)
     models: dict[str, str] = field(default_factory=dict)
     """Model-name mapping applied when this upstream serves a request (e.g. a fallback vendor)."""
+    pass_client_credentials: bool = False
+    """Send the client's own credential here even though it is not the route's first upstream.
+    Off by default: a client's key is meant for the upstream the route names first."""
 
     def __post_init__(self) -> None:
         _check_url(self.base_url)
@@ -66,6 +69,9 @@ class Retry:
     retry_on: tuple[int, ...] = (429, 500, 502, 503, 504, 529)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 8.0
+    on_timeout: bool = False
+    """Resend a request whose upstream sent no response head in time. Off by default: it may
+    still be running (and billed) upstream."""
 
     def __post_init__(self) -> None:
         _positive("max_attempts", self.max_attempts)

@@ -22,11 +22,14 @@ class ProxyError(Exception):
         self.message = message
         self.headers = dict(headers or {})
 
-    def render(self, provider: ProviderSpec, request_id: str | None = None) -> web.Response:
+    def render(
+        self, provider: ProviderSpec, request_id: str, extra: Mapping[str, str] | None = None
+    ) -> web.Response:
+        """The provider-shaped error response, with the proxy's headers (``extra``) and id."""
         type_ = self.anthropic_type if provider.name == "anthropic" else self.openai_type
-        headers = {"Content-Type": "application/json", **self.headers}
-        if request_id:
-            headers["x-request-id"] = request_id
+        headers = {"Content-Type": "application/json", **(extra or {}), **self.headers}
+        headers["x-request-id"] = request_id
+        headers["x-proxy-request-id"] = request_id
         return web.Response(
             status=self.status,
             body=provider.error_body(type_, self.message, self.code),
@@ -78,3 +81,29 @@ class ServiceUnavailable(ProxyError):
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
     code = "proxy_unavailable"
+
+
+class UpstreamBadResponse(ProxyError):
+    status = 502
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    code = "upstream_bad_response"
+
+
+class RateLimited(ProxyError):
+    """The proxy itself holds the request back (a cooldown or pacing): a provider-shaped 429
+    with an honest Retry-After, so the client's SDK backs off on its own."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class InternalError(ProxyError):
+    """Anything unexpected: the client still gets a provider-shaped 500 with the request id."""
+
+    status = 500
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    code = "proxy_internal_error"

@@ -1,27 +1,45 @@
-"""One object per request: what plugins read and write, and what the log line prints."""
+"""One object per request, from arrival to the log line: what every component reads and writes.
+
+It exists before routing, so a request refused for an unknown route, a bad path or an
+oversized body takes the same pipeline and leaves the same log line as a proxied one. What
+happened is kept in typed fields (see :mod:`proxy.outcomes`); reporters derive the log line
+and the metrics from them.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from typing import Any
+import uuid
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from .config import Upstream
-from .errors import BadRequest
+from .outcomes import Attempt, ContextOutcome, RetryOutcome, SlotKey, UsageOutcome
 from .routing import RouteTarget
 
-_UNSET: Any = object()
+T = TypeVar("T")
+
+_UNPARSED: Any = object()
+_CLIENT_ID = re.compile(r"[!-~]{1,128}")
+"""A client's own request id is used only when it is short and printable ASCII."""
+
+
+def request_id_for(request: web.BaseRequest) -> str:
+    """The client's ``x-request-id`` when it is safe to echo and log, else a fresh one."""
+    given = request.headers.get("x-request-id")
+    if given is not None and _CLIENT_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 class Exchange:
-    """The state of one proxied request, from arrival to the log line.
-
-    ``body`` is what goes upstream: the client's bytes unless a plugin called ``replace_body``.
-    ``log`` collects fields for the request's one log line; ``response_headers`` are added to
-    the client response (they must be known before the first byte is sent).
-    """
+    """The state of one request. ``body`` is what goes upstream: the client's bytes unless a
+    plugin called :meth:`replace_body`. ``response_headers`` are the proxy's own headers for
+    the client response (they must be known before the first byte is sent)."""
 
     __slots__ = (
         "_json",
@@ -29,13 +47,17 @@ class Exchange:
         "body",
         "body_replaced",
         "bytes_out",
+        "context",
         "error",
-        "log",
+        "json_error",
         "original_body",
+        "plugin_errors",
         "request",
         "request_id",
         "response_headers",
+        "retry",
         "route",
+        "slots",
         "status",
         "stream",
         "t_first_byte",
@@ -44,49 +66,61 @@ class Exchange:
         "tail",
         "upstream",
         "upstream_headers",
+        "usage",
     )
 
-    def __init__(
-        self,
-        request: web.Request,
-        route: RouteTarget,
-        tail: str,
-        body: bytes,
-        request_id: str,
-        t_start: float | None = None,
-    ) -> None:
+    def __init__(self, request: web.Request, t_start: float | None = None) -> None:
         self.t_start = time.monotonic() if t_start is None else t_start
         self.request = request
-        self.route = route
-        self.tail = tail
-        self.body = body
-        self.original_body = body
+        self.request_id = request_id_for(request)
+        self.route: RouteTarget | None = None
+        self.tail = ""
+        self.body = b""
+        self.original_body = b""
         self.body_replaced = False
-        self.request_id = request_id
-        self._json: Any = _UNSET
-        self.attempts: list[dict[str, Any]] = []
-        self.log: dict[str, Any] = {}
+        self._json: Any = _UNPARSED
+        self.json_error: str | None = None
+        self.attempts: list[Attempt] = []
+        self.retry = RetryOutcome()
+        self.usage: UsageOutcome | None = None
+        self.context: ContextOutcome | None = None
         self.response_headers: dict[str, str] = {}
         self.upstream: Upstream | None = None
-        self.upstream_headers: Any = None
+        self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.status: int | None = None
         self.stream = False
         self.bytes_out = 0
         self.t_first_byte: float | None = None
         self.t_first_token: float | None = None
         self.error: str | None = None
+        self.plugin_errors: list[str] = []
+        self.slots: dict[SlotKey[Any], Any] = {}
+
+    def routed(self, route: RouteTarget, tail: str) -> None:
+        self.route = route
+        self.tail = tail
+
+    def received(self, body: bytes) -> None:
+        self.body = self.original_body = body
 
     def json(self) -> Any:
-        """The request body parsed once, on first use; only features that need it pay for it."""
-        if self._json is _UNSET:
-            try:
-                self._json = json.loads(self.original_body) if self.original_body else None
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        """The request body parsed once, on first use; None when it is not JSON.
+
+        A body the proxy cannot parse is not the proxy's to refuse: features that need it
+        step aside, the client's bytes go upstream untouched and the upstream answers.
+        ``json_error`` says why parsing failed, for the log line.
+        """
+        if self._json is _UNPARSED:
+            self._json = None
+            if self.original_body:
+                try:
+                    self._json = json.loads(self.original_body)
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                    self.json_error = _short_reason(exc)
         return self._json
 
     def json_object(self) -> dict[str, Any] | None:
-        """The body when it is a JSON object, else None (binary uploads, GETs)."""
+        """The body when it is a JSON object, else None (binary uploads, GETs, bad JSON)."""
         ctype = self.request.headers.get("Content-Type", "")
         if not self.original_body or "json" not in ctype:
             return None
@@ -98,5 +132,18 @@ class Exchange:
         self.body = new_body
         self.body_replaced = True
 
+    def slot(self, key: SlotKey[T]) -> T | None:
+        """A plugin's private per-request state, or None before it set any."""
+        return cast("T | None", self.slots.get(key))
+
+    def set_slot(self, key: SlotKey[T], value: T) -> None:
+        self.slots[key] = value
+
     def elapsed_ms(self, t: float | None = None) -> float:
         return round(((t if t is not None else time.monotonic()) - self.t_start) * 1000, 3)
+
+
+def _short_reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to parse"
+    return f"invalid JSON: {str(exc)[:200]}"

@@ -10,8 +10,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import Timeouts, Upstream
-from .errors import UpstreamTimeout, UpstreamUnreachable
+from .errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from .exchange import Exchange
+from .providers import CREDENTIAL_HEADERS
 from .routing import upstream_url
 
 HOP_BY_HOP = frozenset(
@@ -54,10 +55,25 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     return {t.strip().lower() for t in value.split(",")} if value else set()
 
 
+def sends_client_credentials(ex: Exchange, upstream: Upstream) -> bool:
+    """A client's own credential is meant for the route's first upstream only.
+
+    An upstream with a configured key gets that key and nothing else; a fallback without one
+    gets no credential at all (a local server may need none) unless it opts in.
+    """
+    if upstream.api_key:
+        return False
+    assert ex.route is not None
+    first = ex.route.config.upstreams[0]
+    return upstream is first or upstream.pass_client_credentials
+
+
 def request_headers(ex: Exchange, upstream: Upstream) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and ``x-proxy-*`` controls, plus id and credential."""
     src = ex.request.headers
     drop = _NOT_FORWARDED_UP | _connection_tokens(src)
+    if not sends_client_credentials(ex, upstream):
+        drop = drop | CREDENTIAL_HEADERS
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in src.items():
         lower = name.lower()
@@ -67,9 +83,8 @@ def request_headers(ex: Exchange, upstream: Upstream) -> CIMultiDict[str]:
     if "Accept-Encoding" not in out:
         out["Accept-Encoding"] = "identity"
     if upstream.api_key:
+        assert ex.route is not None
         provider = ex.route.provider
-        for name in provider.credential_headers:
-            out.popall(name, None)
         out[provider.auth_header] = provider.auth_prefix + upstream.api_key
     return out
 
@@ -84,22 +99,155 @@ def response_headers(upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str
     return out
 
 
+class ByteSource(Protocol):
+    async def readany(self) -> bytes:
+        """The next bytes as they arrive; ``b""`` at the end of the body."""
+        ...
+
+
+class UpstreamResponse(Protocol):
+    """An upstream answer whose head has arrived and whose body the relay streams."""
+
+    status: int
+    reason: str | None
+    headers: CIMultiDictProxy[str]
+    content_length: int | None
+    content: ByteSource
+
+    def cut_short(self) -> str | None:
+        """After the body ended: why it ended early, or None for a clean end."""
+        ...
+
+    def release(self) -> None:
+        """The body was read to its end: the connection may be reused."""
+        ...
+
+    def close(self) -> None:
+        """Give up on the body: the connection is closed, not reused."""
+        ...
+
+
+class LiveResponse:
+    """An aiohttp response as the relay sees it; ``content`` is aiohttp's own reader, so
+    reading a chunk costs nothing extra."""
+
+    __slots__ = ("_protocol", "_resp", "content", "content_length", "headers", "reason", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.reason = resp.reason
+        self.headers = resp.headers
+        self.content_length = resp.content_length
+        self.content: ByteSource = resp.content
+        connection = resp.connection
+        self._protocol = connection.protocol if connection is not None else None
+
+    def cut_short(self) -> str | None:
+        """A body framed by the connection's end (no length, not chunked) ends "cleanly" in
+        aiohttp even when the upstream reset the connection; the protocol remembers which."""
+        if (
+            self.content_length is not None
+            or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        ):
+            return None
+        exc = self._protocol.exception() if self._protocol is not None else None
+        if isinstance(exc, aiohttp.ClientOSError):
+            return f"upstream connection reset: {exc.strerror or type(exc).__name__}"
+        return None
+
+    def release(self) -> None:
+        self._resp.release()
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class _Replay:
+    """Bytes already read, then whatever the live body still holds."""
+
+    __slots__ = ("_head", "_rest")
+
+    def __init__(self, head: bytes, rest: ByteSource | None) -> None:
+        self._head = head
+        self._rest = rest
+
+    async def readany(self) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return await self._rest.readany() if self._rest is not None else b""
+
+
+class ReplayResponse:
+    """An upstream answer whose body start was read (to decide about a retry), replayed to
+    the client byte for byte: the bytes read first, then the rest of the live body."""
+
+    __slots__ = ("_live", "content", "content_length", "head", "headers", "reason", "status")
+
+    def __init__(self, live: LiveResponse, head: bytes, complete: bool) -> None:
+        self._live = live
+        self.status = live.status
+        self.reason = live.reason
+        self.headers = live.headers
+        self.content_length = live.content_length
+        self.head = head
+        """The body bytes read so far (all of it when ``complete``)."""
+        self.content: ByteSource = _Replay(head, None if complete else live.content)
+        if complete:
+            live.release()
+
+    def cut_short(self) -> str | None:
+        return self._live.cut_short()
+
+    def release(self) -> None:
+        self._live.release()
+
+    def close(self) -> None:
+        self._live.close()
+
+
+async def read_head(live: LiveResponse, limit: int, timeout_s: float) -> ReplayResponse:
+    """Read up to ``limit`` body bytes (the whole body when it is smaller), for inspection.
+
+    ``StreamReader.read(n)`` returns what is buffered, not ``n`` bytes, so it loops until the
+    end or the limit. A body that breaks or stalls is kept as far as it came: the client gets
+    what the upstream sent and the relay reports the break.
+    """
+    parts: list[bytes] = []
+    size = 0
+    complete = False
+    try:
+        async with asyncio.timeout(timeout_s):
+            while size < limit:
+                part = await live.content.readany()
+                if not part:
+                    complete = True
+                    break
+                parts.append(part)
+                size += len(part)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    return ReplayResponse(live, b"".join(parts), complete)
+
+
 async def open_attempt(
     session: aiohttp.ClientSession,
     ex: Exchange,
     upstream: Upstream,
     body: bytes,
     timeouts: Timeouts,
-) -> aiohttp.ClientResponse:
+) -> LiveResponse:
     """Send the request and return once response headers arrived (first byte), body unread.
 
-    Connect errors become 502 and a first-byte timeout 504; the caller decides about retries.
+    Connect errors become 502, a malformed answer 502 and a first-byte timeout 504; the
+    caller decides about retries. Messages name the upstream, never a credential.
     """
     query = ex.request.rel_url.raw_query_string
     url = URL(upstream_url(upstream.base_url, ex.tail, query), encoded=True)
     try:
         async with asyncio.timeout(timeouts.first_byte_s):
-            return await session.request(
+            resp = await session.request(
                 ex.request.method,
                 url,
                 headers=request_headers(ex, upstream),
@@ -108,15 +256,20 @@ async def open_attempt(
             )
     except TimeoutError:
         raise UpstreamTimeout(
-            f"upstream {upstream.name!r} sent no response within {timeouts.first_byte_s:g}s"
+            f"upstream {upstream.name!r} ({_host(url)}) sent no response within "
+            f"{timeouts.first_byte_s:g}s"
         ) from None
     except (aiohttp.ClientConnectionError, OSError) as exc:
         raise UpstreamUnreachable(
-            f"upstream {upstream.name!r} is unreachable: {type(exc).__name__}"
+            f"upstream {upstream.name!r} ({_host(url)}) is unreachable: {type(exc).__name__}"
         ) from None
+    except aiohttp.ClientResponseError as exc:  # the head could not be parsed
+        raise UpstreamBadResponse(
+            f"upstream {upstream.name!r} ({_host(url)}) sent a malformed response: "
+            f"{exc.message[:120]}"
+        ) from None
+    return LiveResponse(resp)
 
 
-class Dispatcher(Protocol):
-    """Chooses upstreams and attempts for a request and returns one open upstream response."""
-
-    async def open(self, ex: Exchange) -> aiohttp.ClientResponse: ...
+def _host(url: URL) -> str:
+    return f"{url.host}:{url.port}" if url.port else str(url.host)

@@ -1,27 +1,35 @@
 """The one request handler. Reads top to bottom like the request's life:
 
-route -> body -> plugins' on_request -> dispatcher (attempts, upstreams) -> relay -> on_complete.
+arrival -> route -> body -> plugins' on_request -> attempt loop -> relay -> on_complete.
+
+Every request gets an Exchange on arrival and ends in ``pipeline.complete`` (one log line),
+whatever happens. Failures are rendered once, here: a ProxyError in the route's provider
+shape, anything unexpected as a provider-shaped 500 that the log line records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
+import traceback
 
 import aiohttp
 from aiohttp import web
 
-from .errors import BadRequest, BodyTooLarge, ProxyError, RouteNotFound, UpstreamTimeout
+from .errors import (
+    BadRequest,
+    BodyTooLarge,
+    InternalError,
+    ProxyError,
+    RouteNotFound,
+    UpstreamTimeout,
+)
 from .exchange import Exchange
-from .providers import guess_provider
+from .providers import ProviderSpec, guess_provider
 from .relay import StreamAborted, relay, start_response
+from .resilience.attempts import GiveUp
 from .routing import escapes_base
 from .state import AppState
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
@@ -35,29 +43,23 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         raise BodyTooLarge(f"request body exceeds the limit of {max_bytes} bytes") from None
 
 
+def unforwardable_header(request: web.Request) -> str | None:
+    """The name of a header whose value is not valid UTF-8: it could not go upstream
+    byte-for-byte, and the proxy never alters what it forwards."""
+    for name, value in request.headers.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
+
+
 async def handle(request: web.Request, state: AppState) -> web.StreamResponse:
     """Serve one request on ``state``, the config generation it started under."""
-    t_start = time.monotonic()  # arrival: timings include reading the body
-    request_id = request.headers.get("x-request-id") or new_request_id()
-    path = request.rel_url.raw_path
-    match = state.router.match(path)
-    if match is None:
-        error = RouteNotFound(f"no route for {path}; configured prefixes: {state.prefixes}")
-        state.log_unrouted(request, request_id, error)
-        return error.render(guess_provider(path), request_id)
-    route, tail = match
-    if escapes_base(tail):
-        error = BadRequest(f"path segments '.' and '..' are not allowed: {path}")
-        state.log_unrouted(request, request_id, error)
-        return error.render(route.provider, request_id)
+    ex = Exchange(request, time.monotonic())  # arrival: timings include reading the body
     try:
-        body = await read_body(request, state.config.limits.max_body_bytes)
-    except ProxyError as error:
-        state.log_unrouted(request, request_id, error)
-        return error.render(route.provider, request_id)
-    ex = Exchange(request, route, tail, body, request_id, t_start)
-    try:
-        return await _serve(state, ex)
+        return await _Serving(state, ex).run()
     except asyncio.CancelledError:
         reason = "cancelled by shutdown" if state.draining else "client disconnected"
         ex.error = ex.error or reason
@@ -66,57 +68,113 @@ async def handle(request: web.Request, state: AppState) -> web.StreamResponse:
         await state.pipeline.complete(ex)
 
 
-async def _serve(state: AppState, ex: Exchange) -> web.StreamResponse:
-    """Answer the exchange; proxy errors become provider-shaped responses before any byte."""
-    loop = asyncio.get_running_loop()
-    timeouts = state.config.timeouts
-    deadline = loop.time() + timeouts.total_s
-    client: web.StreamResponse | None = None
-    try:
+class _Serving:
+    """One request's path through the proxy, and the one place its failures are rendered."""
+
+    def __init__(self, state: AppState, ex: Exchange) -> None:
+        self.state = state
+        self.ex = ex
+        self.client: web.StreamResponse | None = None
+        self.deadline = 0.0
+
+    @property
+    def provider(self) -> ProviderSpec:
+        route = self.ex.route
+        return route.provider if route is not None else guess_provider(self.ex.request.path)
+
+    async def run(self) -> web.StreamResponse:
+        try:
+            return await self._proxy()
+        except ProxyError as error:  # raised before any byte went to the client
+            return self._render(error)
+        except TimeoutError:
+            return self._timed_out()
+        except StreamAborted as exc:  # only relay() raises it, so the response has started
+            self.ex.error = exc.reason
+            return self._abort()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            self.ex.error = "client disconnected"
+            return self.client if self.client is not None else web.Response(status=499)
+        except Exception as exc:  # a bug: provider-shaped 500, recorded, no traceback out
+            return self._unexpected(exc)
+
+    async def _proxy(self) -> web.StreamResponse:
+        state, ex = self.state, self.ex
+        path = ex.request.rel_url.raw_path
+        match = state.router.match(path)
+        if match is None:
+            raise RouteNotFound(f"no route for {path}; configured prefixes: {state.prefixes}")
+        ex.routed(*match)
+        if escapes_base(ex.tail):
+            raise BadRequest("the path must not contain '.' or '..' segments, in any encoding")
+        bad = unforwardable_header(ex.request)
+        if bad is not None:
+            raise BadRequest(f"header {bad!r} is not valid UTF-8 and cannot be forwarded")
+        ex.received(await read_body(ex.request, state.config.limits.max_body_bytes))
+        timeouts = state.config.timeouts
+        self.deadline = deadline = asyncio.get_running_loop().time() + timeouts.total_s
         async with asyncio.timeout_at(deadline) as timer:
             answer = await state.pipeline.on_request(ex)
             if answer is not None:
                 ex.status = answer.status
                 return answer
-            upstream = await state.dispatcher.open(ex)
+            result = await state.dispatcher.dispatch(ex)
+            self._note_attempts()
+            if isinstance(result, GiveUp):
+                raise result.error
+            ex.upstream = result.upstream
+            upstream = result.response
             try:
-                client = await start_response(ex, upstream)
-                await relay(
-                    ex,
-                    upstream,
-                    client,
-                    state.pipeline.chunk_taps,
-                    timeouts.idle_s,
-                    timer,
-                    deadline,
-                )
+                self.client = await start_response(ex, upstream)
+                taps = state.pipeline.chunk_taps
+                await relay(ex, upstream, self.client, taps, timeouts.idle_s, timer, deadline)
             except BaseException:
                 upstream.close()
                 raise
             upstream.release()
-            return client
-    except ProxyError as error:  # plugins and the dispatcher raise these before any byte
+            return self.client
+
+    def _note_attempts(self) -> None:
+        """The proxy's own response headers about what the attempt loop did."""
+        ex = self.ex
+        ex.response_headers["x-proxy-attempts"] = str(sum(1 for a in ex.attempts if a.sent))
+        if ex.retry.exhausted:
+            ex.response_headers["x-should-retry"] = "false"
+
+    def _render(self, error: ProxyError) -> web.StreamResponse:
+        ex = self.ex
+        if self.client is not None:  # cannot happen by construction; never send twice
+            ex.error = ex.error or error.message
+            return self._abort()
         ex.status, ex.error = error.status, error.message
-        return error.render(ex.route.provider, ex.request_id)
-    except TimeoutError:
-        if client is None:
-            error = UpstreamTimeout(f"request exceeded the total timeout of {timeouts.total_s:g}s")
-            ex.status, ex.error = error.status, error.message
-            return error.render(ex.route.provider, ex.request_id)
-        ex.error = "upstream idle timeout" if loop.time() < deadline else "total timeout"
-        return _abort(ex, client)
-    except StreamAborted as exc:  # only relay() raises it, so the response has started
-        ex.error = exc.reason
-        assert client is not None
-        return _abort(ex, client)
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        ex.error = "client disconnected"
-        return client if client is not None else web.Response(status=499)
+        return error.render(self.provider, ex.request_id, ex.response_headers)
 
+    def _timed_out(self) -> web.StreamResponse:
+        if self.client is None:
+            total = self.state.config.timeouts.total_s
+            return self._render(
+                UpstreamTimeout(f"request exceeded the total timeout of {total:g}s")
+            )
+        idle = asyncio.get_running_loop().time() < self.deadline
+        self.ex.error = "upstream idle timeout" if idle else "total timeout"
+        return self._abort()
 
-def _abort(ex: Exchange, client: web.StreamResponse) -> web.StreamResponse:
-    """Cut the client connection so it sees an incomplete response, never a faked clean end."""
-    transport = ex.request.transport
-    if transport is not None:
-        transport.close()
-    return client
+    def _unexpected(self, exc: Exception) -> web.StreamResponse:
+        ex = self.ex
+        where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        origin = f" at {where[0].name}:{where[0].lineno}" if where else ""
+        ex.error = f"internal error: {type(exc).__name__}{origin}: {str(exc)[:200]}"
+        if self.client is not None:
+            return self._abort()
+        error = InternalError(f"the proxy failed to handle this request (id {ex.request_id})")
+        response = error.render(self.provider, ex.request_id, ex.response_headers)
+        ex.status = error.status
+        return response
+
+    def _abort(self) -> web.StreamResponse:
+        """Cut the client connection so it sees an incomplete response, never a faked end."""
+        transport = self.ex.request.transport
+        if transport is not None:
+            transport.close()
+        assert self.client is not None
+        return self.client

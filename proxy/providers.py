@@ -13,8 +13,6 @@ class ProviderSpec:
     auth_header: str
     auth_prefix: str
     """Prefix of the credential value: ``"Bearer "`` for OpenAI, nothing for Anthropic."""
-    credential_headers: tuple[str, ...]
-    """Client headers carrying a credential; all replaced when the upstream has its own key."""
 
     def error_body(self, type_: str, message: str, code: str | None = None) -> bytes:
         """The provider's own error JSON, so SDKs raise their usual exception classes."""
@@ -29,15 +27,27 @@ OPENAI = ProviderSpec(
     name="openai",
     auth_header="Authorization",
     auth_prefix="Bearer ",
-    credential_headers=("Authorization", "api-key"),
 )
 ANTHROPIC = ProviderSpec(
     name="anthropic",
     auth_header="x-api-key",
     auth_prefix="",
-    credential_headers=("x-api-key", "Authorization"),
 )
 PROVIDERS = {"openai": OPENAI, "anthropic": ANTHROPIC}
+
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "ocp-apim-subscription-key",
+        "x-amz-security-token",
+        "cookie",
+    }
+)
+"""Request headers that carry a client credential for some provider. A client's credential
+goes only to the upstream it was meant for (see ``forward.request_headers``)."""
 
 
 def guess_provider(path: str) -> ProviderSpec:

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from .exchange import Exchange
-from .forward import response_headers
+from .forward import UpstreamResponse, response_headers
 
 ChunkTap = Callable[[Exchange, bytes], None]
 
@@ -23,7 +23,7 @@ class StreamAborted(Exception):
         self.reason = reason
 
 
-async def start_response(ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def start_response(ex: Exchange, upstream: UpstreamResponse) -> web.StreamResponse:
     """Send the status line and headers: upstream's verbatim, plus the proxy's own."""
     headers = response_headers(upstream.headers)
     headers.setdefault("x-request-id", ex.request_id)
@@ -45,7 +45,7 @@ async def start_response(ex: Exchange, upstream: aiohttp.ClientResponse) -> web.
 
 async def relay(
     ex: Exchange,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     client: web.StreamResponse,
     taps: Sequence[ChunkTap],
     idle_s: float,
@@ -83,5 +83,8 @@ async def relay(
         ex.bytes_out += len(chunk)
         for tap in taps:
             tap(ex, chunk)
+    broken = upstream.cut_short()
+    if broken is not None:
+        raise StreamAborted(broken)
     timer.reschedule(None)
     await client.write_eof()

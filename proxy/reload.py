@@ -139,7 +139,9 @@ class Generations:
 Handler = Callable[[web.Request, AppState], Awaitable[web.StreamResponse]]
 
 
-def pinned(handler: Handler, generations: Generations) -> Handler:
+def pinned(
+    handler: Handler, generations: Generations
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Run ``handler`` on the current generation and count the request against it, so a
     replaced generation is closed only after its last request."""
 

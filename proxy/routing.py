@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from .config import Route
 from .providers import PROVIDERS, ProviderSpec
@@ -36,14 +37,28 @@ class Router:
         return None
 
 
-_DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
+_MAX_DECODE_ROUNDS = 4
 
 
 def escapes_base(tail: str) -> bool:
-    """A tail with ``.``/``..`` segments could climb out of the upstream's base path."""
-    if "." not in tail:
+    """A tail that could climb out of the upstream's base path, in any spelling.
+
+    Upstreams and intermediaries may decode ``%2e`` or ``%2f`` (even twice) or treat ``\\``
+    as a separator, so the decision is made on every decoding of the path up to a fixed
+    depth: if any of them has a ``.`` or ``..`` segment, the path is refused.
+    """
+    if "." not in tail and "%" not in tail and "\\" not in tail:
         return False
-    return any(seg.lower() in _DOT_SEGMENTS for seg in tail.split("/"))
+    current = tail
+    for _ in range(_MAX_DECODE_ROUNDS):
+        segments = current.replace("\\", "/").split("/")
+        if any(seg in (".", "..") for seg in segments):
+            return True
+        decoded = unquote(current, errors="surrogateescape")
+        if decoded == current:
+            return False
+        current = decoded
+    return "%" in current  # still encoded after the rounds: refuse rather than guess
 
 
 def upstream_url(base_url: str, tail: str, query_string: str) -> str:

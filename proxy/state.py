@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from .config import Config
-from .errors import ProxyError
-from .forward import Dispatcher
+from .exchange import Exchange
 from .plugins import Pipeline
+from .resilience.attempts import Dispatch
 from .routing import Router
+
+
+class Dispatcher(Protocol):
+    """Chooses upstreams and attempts for a routed request."""
+
+    async def dispatch(self, ex: Exchange) -> Dispatch: ...
 
 
 @dataclass(slots=True)
@@ -24,8 +29,6 @@ class AppState:
     pipeline: Pipeline
     dispatcher: Dispatcher
     logger: Any
-    refused: Callable[[str | None, int], None] | None = None
-    """Told (route name or None, status) of each request refused before an exchange existed."""
     draining: bool = False
     """Set when the server drains, so a request cut at the drain timeout says so in its line."""
 
@@ -33,28 +36,12 @@ class AppState:
     def prefixes(self) -> str:
         return ", ".join(repr(r.prefix) for r in self.config.routes)
 
-    def log_unrouted(self, request: web.Request, request_id: str, error: ProxyError) -> None:
-        """Requests refused before an exchange exists still leave their one log line."""
-        self.logger.info(
-            "request",
-            request_id=request_id,
-            route=None,
-            method=request.method,
-            path=request.rel_url.raw_path,
-            status=error.status,
-            error=error.message,
-            client=request.remote,
-        )
-        if self.refused is not None:
-            match = self.router.match(request.rel_url.raw_path)
-            self.refused(match[0].name if match else None, error.status)
-
 
 class StateHolder:
     """Holds the current AppState; stored once under an AppKey so reload never mutates the app."""
 
     def __init__(self) -> None:
-        self.current: AppState = None  # type: ignore[assignment]
+        self.current: AppState = None  # type: ignore[assignment]  # set at startup
 
 
 STATE = web.AppKey("state", StateHolder)

@@ -1,4 +1,4 @@
-"""The plugin seam: a few phases, each with one written meaning, and the pipeline that runs them."""
+"""The plugin seam: four phases, each with one written meaning, and the pipeline that runs them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Plugin:
     name = "plugin"
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
-        """Before any upstream is tried, after the body was read.
+        """After the request was routed and its body read, before any upstream is tried.
 
         Return None to go on, or a response to answer with it (nothing is sent upstream).
         Rewrite the body only through ``ex.replace_body``; reject by raising a ProxyError.
@@ -30,8 +30,13 @@ class Plugin:
         """
 
     async def on_complete(self, ex: Exchange) -> None:
-        """Once per request after the response ended, successfully or not (also for proxy
-        errors, cancelled requests and requests answered by ``on_request``)."""
+        """Once per request after the response ended, successfully or not (also for requests
+        refused before routing, proxy errors, cancelled requests and requests answered by
+        ``on_request``): settle this plugin's outcome record on the exchange."""
+
+    def on_report(self, ex: Exchange) -> None:
+        """After every plugin's ``on_complete``: all outcome records are final. Read them to
+        report (log line, metrics, traces); never modify the exchange, never block."""
 
     async def close(self) -> None:
         """On shutdown or when a reload retires this plugin."""
@@ -42,7 +47,11 @@ def _overrides(plugin: Plugin, method: str) -> bool:
 
 
 class Pipeline:
-    """Plugins in their one explicit order, with a per-phase list of only those that take part."""
+    """Plugins in their one explicit order, with a per-phase list of only those that take part.
+
+    Outcomes are settled (``on_complete``) before anything reports them (``on_report``), so
+    no reporter depends on where it stands in the list.
+    """
 
     def __init__(self, plugins: Sequence[Plugin]) -> None:
         self.plugins = tuple(plugins)
@@ -50,6 +59,7 @@ class Pipeline:
         self.request_hooks = [p.on_request for p in plugins if _overrides(p, "on_request")]
         self.chunk_taps = [p.on_chunk for p in plugins if _overrides(p, "on_chunk")]
         self.complete_hooks = [p.on_complete for p in plugins if _overrides(p, "on_complete")]
+        self.report_hooks = [p.on_report for p in plugins if _overrides(p, "on_report")]
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
         for hook in self.request_hooks:
@@ -64,10 +74,15 @@ class Pipeline:
             try:
                 await hook(ex)
             except Exception as exc:  # a plugin bug must not cost the request its other hooks
-                ex.log.setdefault("plugin_errors", []).append(f"{hook.__qualname__}: {exc!r}")
+                ex.plugin_errors.append(f"{hook.__qualname__}: {exc!r}")
+        for report in self.report_hooks:
+            try:
+                report(ex)
+            except Exception as exc:
+                ex.plugin_errors.append(f"{report.__qualname__}: {exc!r}")
 
     async def complete(self, ex: Exchange) -> None:
-        """``on_complete``, run to its end even if the caller is cancelled meanwhile.
+        """``on_complete`` and ``on_report``, run to their end even if the caller is cancelled.
 
         A client that hangs up right after the last byte (or the drain cutting a request)
         cancels the handler; the usage estimate, the metrics and the log line still finish,

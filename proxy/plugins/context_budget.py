@@ -23,6 +23,7 @@ from ..context.trim import ContextTooLarge, trim_anthropic, trim_openai
 from ..context.windows import context_window
 from ..errors import ContextLengthExceeded
 from ..exchange import Exchange
+from ..outcomes import ContextOutcome
 from . import Plugin
 
 OFF_LOOP_BYTES = 64 * 1024
@@ -63,10 +64,13 @@ def peek_budget(ctx: Context, body: bytes, window_of: WindowOf) -> Budget | None
         return None
     reserves = [int(r) for r in _RESERVE.findall(body)]
     reserve = max(reserves) if reserves else None
-    budgets = [budget_for(ctx, window_of(ctx, m), reserve) for m in models]
-    if any(b is None for b in budgets):
-        return None
-    return min(budgets, key=lambda b: b.tokens)  # type: ignore[arg-type,return-value]
+    budgets: list[Budget] = []
+    for model in models:
+        budget = budget_for(ctx, window_of(ctx, model), reserve)
+        if budget is None:
+            return None
+        budgets.append(budget)
+    return min(budgets, key=lambda b: b.tokens)
 
 
 def is_chat_endpoint(provider: str, tail: str) -> bool:
@@ -130,6 +134,7 @@ class ContextBudget(Plugin):
             return window
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
+        assert ex.route is not None
         ctx = ex.route.config.context
         provider = ex.route.provider.name
         if not ctx.enabled or ex.request.method != "POST":
@@ -150,11 +155,8 @@ class ContextBudget(Plugin):
         if budget is None:
             return None
         outcome = await self._fit(ex, data, provider, budget.tokens, ctx.safety_factor)
-        ex.log.update(
-            prompt_tokens_est=outcome.count.tokens,
-            count_method=outcome.count.method,
-            budget=outcome.budget,
-            trimmed_messages=outcome.removed,
+        ex.context = ContextOutcome(
+            outcome.count.tokens, outcome.count.method, outcome.budget, outcome.removed
         )
         if outcome.body is not None:
             ex.replace_body(outcome.body)
@@ -170,7 +172,7 @@ class ContextBudget(Plugin):
                 return await loop.run_in_executor(self._pool, fit, data, provider, budget, factor)
             return fit(data, provider, budget, factor)
         except ContextTooLarge as exc:
-            ex.log.update(prompt_tokens_est=exc.needed, budget=exc.budget, trimmed_messages=0)
+            ex.context = ContextOutcome(exc.needed, "estimate", exc.budget)
             raise ContextLengthExceeded(
                 f"This request needs at least {exc.needed} input tokens after dropping every "
                 f"older turn, but the budget for this model is {exc.budget} tokens "

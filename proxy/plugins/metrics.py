@@ -1,9 +1,8 @@
-"""Prometheus accounting of each finished request, from what the exchange and its log say.
+"""Prometheus accounting of each finished request, from the exchange's typed outcome records.
 
-Reads the fields other plugins wrote into ``ex.log`` (usage: model, tokens, cost; attempt
-loop: attempts, retry_wait_ms; context budget: trimmed_messages), so it runs after them and
-before the request log. It never raises into the pipeline: a bug here must not cost the
-request its log line.
+It reports in ``on_report``, after every plugin settled its outcome, so its place in the plugin
+list does not matter. It never raises into the pipeline: a bug here must not cost the request
+its log line.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from ..config import Config
 from ..context.windows import BUILTIN_WINDOWS
 from ..exchange import Exchange
 from ..metrics import NONE, Metrics, ModelLabels, status_class
+from ..outcomes import AttemptReason, UsageOutcome
 from ..pricing import BUILTIN_PRICES
 from . import Plugin
 
@@ -32,7 +32,7 @@ def known_models(config: Config) -> set[str]:
 
 
 class MetricsPlugin(Plugin):
-    """Counts, times and gauges requests; after usage accounting, before the request log."""
+    """Counts, times and gauges requests from the exchange's settled outcome records."""
 
     name = "metrics"
 
@@ -55,7 +55,7 @@ class MetricsPlugin(Plugin):
         self._m.track(ex)
         return None
 
-    async def on_complete(self, ex: Exchange) -> None:
+    def on_report(self, ex: Exchange) -> None:
         self._m.untrack(ex)
         try:
             self.observe(ex)
@@ -63,64 +63,64 @@ class MetricsPlugin(Plugin):
             self._log.error("metrics failed", request_id=ex.request_id, error=repr(exc))
 
     def observe(self, ex: Exchange) -> None:
-        m, log = self._m, ex.log
-        route = ex.route.name
+        m = self._m
+        route = ex.route.name if ex.route is not None else NONE
         upstream = ex.upstream.name if ex.upstream is not None else NONE
-        model = self._model_label(log.get("model"))
+        model = self._model_label(ex.usage.model if ex.usage is not None else None)
         labels = (route, upstream, model)
         self._child(m.requests, *labels, status_class(ex.status)).inc()
+        if ex.route is None:
+            return  # refused before routing: nothing else happened
         self._child(m.duration, *labels, "true" if ex.stream else "false").observe(
             time.monotonic() - ex.t_start
         )
         if ex.stream and ex.t_first_token is not None:
             self._child(m.ttft, *labels).observe(ex.t_first_token - ex.t_start)
-        self._tokens(labels, log)
+        if ex.usage is not None:
+            self._tokens(labels, ex.usage)
         self._attempts(route, ex)
-        trimmed = log.get("trimmed_messages")
-        if isinstance(trimmed, int) and trimmed > 0:
+        trimmed = ex.context.trimmed_messages if ex.context is not None else 0
+        if trimmed > 0:
             self._child(m.trims, route, model).inc()
             self._child(m.trimmed_messages, route, model).inc(trimmed)
         if ex.error is not None and ex.status is not None and ex.status < 400:
             reason = "client" if ex.error == "client disconnected" else "upstream"
             self._child(m.incomplete, route, upstream, reason).inc()
 
-    def _tokens(self, labels: tuple[str, str, str], log: dict[str, Any]) -> None:
-        source = log.get("token_source")
-        if source is None:
+    def _tokens(self, labels: tuple[str, str, str], outcome: UsageOutcome) -> None:
+        usage = outcome.usage
+        if usage.source == "none":
             return
         m = self._m
-        if log.get("prompt_tokens") is not None:
-            self._child(m.prompt_tokens, *labels, source).inc(log["prompt_tokens"])
-        if log.get("completion_tokens") is not None:
-            self._child(m.completion_tokens, *labels, source).inc(log["completion_tokens"])
-        if log.get("cached_tokens") is not None:
-            self._child(m.cached_tokens, *labels).inc(log["cached_tokens"])
-        cost = log.get("cost_usd")
-        if cost is None:
+        if usage.prompt_tokens is not None:
+            self._child(m.prompt_tokens, *labels, usage.source).inc(usage.prompt_tokens)
+        if usage.completion_tokens is not None:
+            self._child(m.completion_tokens, *labels, usage.source).inc(usage.completion_tokens)
+        if usage.cached_tokens is not None:
+            self._child(m.cached_tokens, *labels).inc(usage.cached_tokens)
+        if outcome.cost_usd is None:
             self._child(m.unpriced, *labels).inc()
         else:
-            self._child(m.cost, *labels).inc(cost)
+            self._child(m.cost, *labels).inc(outcome.cost_usd)
 
     def _attempts(self, route: str, ex: Exchange) -> None:
         """Retries, fallbacks and cooldowns, read from the attempt records.
 
         A record whose upstream equals the previous one's is a retry; a change of upstream is
-        a fallback from the previous one; ``cooling down`` records are skipped upstreams;
-        ``cooldown_waits`` names the upstreams whose shared cooldown this request waited out.
+        a fallback from the previous one; skipped records are upstreams left cooling down.
         """
-        m, attempts = self._m, ex.attempts
+        m = self._m
         previous: str | None = None
-        for attempt in attempts:
-            name = attempt.get("upstream") or NONE
-            if attempt.get("reason") == "cooling down":
+        for attempt in ex.attempts:
+            name = attempt.upstream
+            if attempt.reason is AttemptReason.COOLING_DOWN:
                 self._child(m.cooldown_skips, route, name).inc()
             elif name == previous:
                 self._child(m.retries, route, name).inc()
             if previous is not None and name != previous:
                 self._child(m.fallbacks, route, previous).inc()
             previous = name
-        for name in ex.log.get("cooldown_waits") or ():
+        for name in ex.retry.cooldown_waits:
             self._child(m.cooldown_waits, route, name).inc()
-        waited_ms = ex.log.get("retry_wait_ms") or 0.0
-        if waited_ms > 0:
-            self._child(m.wait_seconds, route).inc(waited_ms / 1000)
+        if ex.retry.waited_s > 0:
+            self._child(m.wait_seconds, route).inc(ex.retry.waited_s)

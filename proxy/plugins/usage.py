@@ -2,9 +2,8 @@
 
 ``on_chunk`` only feeds a :class:`~proxy.usage.UsageTap` (a copy of the bytes; the client's bytes
 are never touched or held). ``on_complete`` takes the provider's usage when it came, else counts
-the generated text and the request (``token_source: estimate``), prices it, and writes the
-fields every log line carries: model, ttft_ms, prompt/completion/cached tokens, token_source,
-cost_usd. Binary and non-LLM responses are never parsed.
+the generated text and the request (``token_source: estimate``), prices it, and settles
+``ex.usage`` (model, tokens, source, cost). Binary and non-LLM responses are never parsed.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 from ..config import PriceEntry, Provider
 from ..context.tokens import all_loaded, count_request, count_text, get_encoding
 from ..exchange import Exchange
+from ..outcomes import SlotKey, UsageOutcome
 from ..pricing import Price, PriceTable
 from ..usage import Usage, UsageTap
 from . import Plugin
@@ -62,8 +62,11 @@ def _count_tokens(
     return completion, count_request(body, provider, factor).tokens
 
 
+_TAP: SlotKey[UsageTap | None] = SlotKey("usage_tap")
+
+
 class UsageAccounting(Plugin):
-    """Before the metrics plugin and the request log, which read the fields it writes."""
+    """Settles ``ex.usage``: the provider's counts when it sent them, else an estimate."""
 
     name = "usage"
 
@@ -72,19 +75,19 @@ class UsageAccounting(Plugin):
     ) -> None:
         self._prices = _price_table(pricing)
         self._inline_max = inline_max_chars
-        self._taps: dict[Exchange, UsageTap | None] = {}
 
     def on_chunk(self, ex: Exchange, chunk: bytes) -> None:
-        tap = self._taps.get(ex, _NEW)
+        slots = ex.slots
+        tap = slots.get(_TAP, _NEW)
         if tap is _NEW:
-            tap = self._taps[ex] = self._open(ex)
+            tap = slots[_TAP] = self._open(ex)
         if tap is not None and tap.feed(chunk):
             ex.t_first_token = time.monotonic()
 
     def _open(self, ex: Exchange) -> UsageTap | None:
         """A tap for a JSON or SSE answer to an LLM call; None (never look again) otherwise."""
         headers = ex.upstream_headers
-        if headers is None or not is_llm_call(ex):
+        if headers is None or ex.route is None or not is_llm_call(ex):
             return None
         ctype = headers.get("Content-Type", "").lower()
         streaming = ctype.startswith("text/event-stream")
@@ -97,30 +100,12 @@ class UsageAccounting(Plugin):
         )
 
     async def on_complete(self, ex: Exchange) -> None:
-        tap = self._taps.pop(ex, None)
-        fields: dict[str, Any] = {
-            "model": None,
-            "ttft_ms": ex.elapsed_ms(ex.t_first_token) if ex.t_first_token is not None else None,
-            "prompt_tokens": None,
-            "completion_tokens": None,
-            "cached_tokens": None,
-            "token_source": None,
-            "cost_usd": None,
-        }
-        try:
-            await self._account(ex, tap, fields)
-        except Exception as exc:  # a bug here must not cost the request its log line
-            fields["usage_error"] = repr(exc)
-        ex.log.update(fields)
-        ex.log.setdefault("attempts", ex.attempts)
-        ex.log.setdefault("trimmed_messages", 0)
-
-    async def _account(self, ex: Exchange, tap: UsageTap | None, fields: dict[str, Any]) -> None:
-        if not is_llm_call(ex):
+        if ex.route is None or not is_llm_call(ex):
             return
+        outcome = ex.usage = UsageOutcome()
+        tap = ex.slot(_TAP)
         usage = tap.finish() if tap is not None else Usage()  # a JSON body is read here
-        model = (tap.model if tap is not None else None) or await self._request_model(ex)
-        fields["model"] = model
+        outcome.model = (tap.model if tap is not None else None) or await self._request_model(ex)
         if tap is None:
             return
         if tap.error_event is not None and ex.error is None:
@@ -128,17 +113,11 @@ class UsageAccounting(Plugin):
         ok = ex.status is not None and 200 <= ex.status < 300
         cut = ex.stream and not tap.saw_terminal
         if ok and (usage.source != "upstream" or cut):
-            usage = await self._estimate(ex, tap, usage, model)
-        if usage.source == "none":
-            return
-        cost = self._prices.cost(model, usage)
-        fields.update(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            token_source=usage.source,
-            cost_usd=None if cost is None else round(cost, 10),
-        )
+            usage = await self._estimate(ex, tap, usage, outcome.model)
+        outcome.usage = usage
+        if usage.source != "none":
+            cost = self._prices.cost(outcome.model, usage)
+            outcome.cost_usd = None if cost is None else round(cost, 10)
 
     async def _estimate(
         self, ex: Exchange, tap: UsageTap, usage: Usage, model: str | None
@@ -148,10 +127,11 @@ class UsageAccounting(Plugin):
         A stream cut before its end may carry usage from its start only (Anthropic's
         ``message_start`` says ``output_tokens: 1``), so the text count wins when larger.
         """
+        assert ex.route is not None
         text = tap.completion_text
         prompt = usage.prompt_tokens
-        if prompt is None:
-            prompt = ex.log.get("prompt_tokens_est")
+        if prompt is None and ex.context is not None:
+            prompt = ex.context.prompt_tokens_est
         body = None if isinstance(prompt, int) else await self._sent_body(ex)
         size = len(text) + (len(ex.body) if body is not None else 0)
         args = (text, body, model, ex.route.provider.name, ex.route.config.context.safety_factor)

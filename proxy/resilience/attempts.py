@@ -2,6 +2,8 @@
 
 Everything here happens before the first response byte goes to the client, so a stream is
 never retried or spliced. A client that disconnects cancels the handler and so any wait.
+The loop returns what the handler should do: an :class:`Answer` (with the upstream that
+really produced it) or a :class:`GiveUp` (with the proxy's own error).
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ import asyncio
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
 from ..config import Retry, Timeouts, Upstream
-from ..errors import ProxyError
+from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
-from ..forward import open_attempt
+from ..forward import LiveResponse, ReplayResponse, UpstreamResponse, open_attempt, read_head
+from ..outcomes import Attempt, AttemptReason
 from .cooldown import CooldownStore
 from .hints import backoff, is_quota_exhausted, parse_wait, proactive_cooldown
 
@@ -36,40 +40,40 @@ _REMAINING = (
 )
 
 
-class BufferedResponse:
-    """An upstream error answer already read (to inspect it), replayed to the client unchanged."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Relay ``response`` to the client; ``upstream`` is the one that sent it."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, body: bytes) -> None:
-        self.status = resp.status
-        self.reason = resp.reason
-        self.headers = resp.headers
-        self.content_length = len(body) if "Content-Length" in resp.headers else None
-        self._body = body
-        self.content = self
-
-    async def readany(self) -> bytes:
-        body, self._body = self._body, b""
-        return body
-
-    def release(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    response: UpstreamResponse
+    upstream: Upstream
 
 
-class CoolingDown(ProxyError):
-    """Every upstream is cooling down longer than the request may wait: a provider-shaped 429
-    with the remaining time, so the client's SDK backs off on its own."""
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """No upstream answered: the client gets the proxy's own ``error``."""
 
-    status = 429
-    openai_type = "rate_limit_error"
-    anthropic_type = "rate_limit_error"
-    code = "rate_limit_exceeded"
+    error: ProxyError
+
+
+Dispatch = Answer | GiveUp
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """An attempt that did not produce the final answer, and what it allows next."""
+
+    wait_s: float
+    retry_same: bool
+    """Trying this upstream again may help (never after a timeout, quota or malformed answer)."""
+    fall_back: bool = True
+    """Trying the next upstream may help (not after a timeout unless the route allows it)."""
+    answer: ReplayResponse | None = None
+    """The upstream's own error answer, kept in case nothing better comes."""
+    error: ProxyError | None = None
 
 
 def _is_zero(value: str | None) -> bool:
-    """"0", "0.0", " 00 ": a bucket reported empty (the full parse decides what it means)."""
+    """ "0", "0.0", " 00 ": a bucket reported empty (the full parse decides what it means)."""
     return value is not None and value.strip() != "" and value.strip().strip("0.") == ""
 
 
@@ -96,7 +100,7 @@ def body_for(ex: Exchange, upstream: Upstream) -> bytes:
         return ex.body
     try:
         data = json.loads(ex.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ex.body
     if isinstance(data, dict) and data.get("model") in upstream.models:
         data["model"] = upstream.models[data["model"]]
@@ -105,139 +109,178 @@ def body_for(ex: Exchange, upstream: Upstream) -> bytes:
 
 
 class AttemptLoop:
-    """Dispatcher that tries a route's upstreams in priority order within a retry budget."""
+    """Tries a route's upstreams in priority order within a retry budget."""
 
     def __init__(
         self, session: aiohttp.ClientSession, timeouts: Timeouts, store: CooldownStore, logger: Any
     ) -> None:
-        self._session = session
-        self._timeouts = timeouts
-        self._store = store
-        self._log = logger
+        self.session = session
+        self.timeouts = timeouts
+        self.store = store
+        self.log = logger
 
-    async def open(self, ex: Exchange) -> aiohttp.ClientResponse:
-        run = _Run(self, ex)
-        try:
-            return await run.go()
-        finally:
-            ex.log["attempts"] = ex.attempts
-            ex.log["retry_wait_ms"] = round(run.waited * 1000, 1)
-            first = ex.route.config.upstreams[0].name
-            ex.log["fallback"] = any(a["upstream"] != first for a in ex.attempts)
-            ex.log["cooldown_waits"] = run.cooldown_waits
-            if ex.upstream is not None:
-                ex.response_headers["x-proxy-upstream"] = ex.upstream.name
-            ex.response_headers["x-proxy-attempts"] = str(len(ex.attempts))
+    async def dispatch(self, ex: Exchange) -> Dispatch:
+        return await _Run(self, ex).go()
 
 
 class _Run:
     """One request's walk through the upstreams; holds what it has spent so far."""
 
     def __init__(self, loop: AttemptLoop, ex: Exchange) -> None:
+        assert ex.route is not None
         self.loop, self.ex = loop, ex
         self.retry = ex.route.config.retry
         self.upstreams = ex.route.config.upstreams
         self.budget = wait_budget(ex, self.retry)
-        self.waited = 0.0
         self.index = 0
-        self.last: BufferedResponse | None = None
-        self.last_error: ProxyError | None = None
-        self.cooldown_waits: list[str] = []
-        """Upstreams this request waited on because another request's 429 cooled them."""
+        self.kept: tuple[ReplayResponse, Upstream] | None = None
+        self.error: ProxyError | None = None
 
     @property
     def has_fallback(self) -> bool:
         return self.index + 1 < len(self.upstreams)
 
-    async def go(self) -> Any:
-        while self.index < len(self.upstreams):
-            answer = await self._try_upstream(self.upstreams[self.index])
-            if answer is not None:
-                return answer
-            self.index += 1
-        if self.last is not None:
-            return self.last
-        assert self.last_error is not None
-        if len(self.ex.attempts) > 1:  # the proxy already retried: the SDK should not again
-            self.last_error.headers["x-should-retry"] = "false"
-        raise self.last_error
+    @property
+    def left_s(self) -> float:
+        return self.budget - self.ex.retry.waited_s
 
-    async def _try_upstream(self, upstream: Upstream) -> Any:
-        """Attempts on one upstream; None means "fall back to the next one"."""
-        self.ex.upstream = upstream
+    async def go(self) -> Dispatch:
+        try:
+            while self.index < len(self.upstreams):
+                answer = await self._try_upstream(self.upstreams[self.index])
+                if answer is not None:
+                    return answer
+                self.index += 1
+            return self._give_up()
+        except BaseException:
+            self._discard_kept()
+            raise
+
+    def _give_up(self) -> Dispatch:
+        """The best the client can get: the last upstream error answer, else the proxy's."""
+        sent = sum(1 for a in self.ex.attempts if a.sent)
+        if self.budget > 0 and (sent > 1 or self._quota_exhausted()):
+            self.ex.retry.exhausted = True  # the SDK should not multiply our retries
+        if self.kept is not None:
+            response, upstream = self.kept
+            return Answer(response, upstream)
+        assert self.error is not None
+        return GiveUp(self.error)
+
+    def _quota_exhausted(self) -> bool:
+        return any(a.reason is AttemptReason.QUOTA_EXHAUSTED for a in self.ex.attempts)
+
+    async def _try_upstream(self, upstream: Upstream) -> Answer | None:
+        """Attempts on one upstream; None means "go on to the next one"."""
         for n in range(self.retry.max_attempts):
             if not await self._respect_cooldown(upstream):
                 return None
-            wait = await self._attempt(upstream, n)
-            if wait is None:
-                return self._answer
-            if wait > self.budget - self.waited or n + 1 >= self.retry.max_attempts:
-                return None if self.has_fallback else self.last
-            await self._sleep(wait)
+            result = await self._attempt(upstream, n)
+            if isinstance(result, Answer):
+                return result
+            self._keep(result, upstream)
+            if not result.fall_back:
+                self.index = len(self.upstreams)  # nothing after this may be tried
+            if not result.retry_same or n + 1 >= self.retry.max_attempts:
+                return None
+            if result.wait_s > self.left_s:
+                return None
+            await self._sleep(result.wait_s, booked=True)
         return None
+
+    def _keep(self, failed: _Failed, upstream: Upstream) -> None:
+        if failed.answer is not None:
+            self._discard_kept()
+            self.kept = (failed.answer, upstream)
+        if failed.error is not None:
+            self.error = failed.error
+
+    def _discard_kept(self) -> None:
+        if self.kept is not None:
+            self.kept[0].close()
+            self.kept = None
 
     async def _respect_cooldown(self, upstream: Upstream) -> bool:
         """Wait out a shared cooldown, or say False to fall back (or give up, at the last)."""
-        remaining = await self.loop._store.until(cooldown_key(upstream)) - time.time()
+        remaining = await self.loop.store.until(cooldown_key(upstream)) - time.time()
         if remaining <= 0:
             return True
-        if self.has_fallback:
-            self._record(upstream, None, "cooling down", 0.0)
+        if self.has_fallback or remaining > self.left_s:
+            self.ex.attempts.append(Attempt(upstream.name, AttemptReason.COOLING_DOWN))
+            if self.kept is None:
+                self.error = RateLimited(
+                    f"upstream {upstream.name!r} is rate limited for {remaining:.1f}s more",
+                    headers={
+                        "retry-after": str(math.ceil(remaining)),
+                        "retry-after-ms": str(math.ceil(remaining * 1000)),
+                        "x-proxy-ratelimited": "upstream",
+                    },
+                )
             return False
-        if remaining > self.budget - self.waited:
-            self._record(upstream, None, "cooling down", 0.0)
-            if self.last is not None:
-                return False
-            raise CoolingDown(
-                f"upstream {upstream.name!r} is rate limited for {remaining:.1f}s more",
-                headers={
-                    "retry-after": str(math.ceil(remaining)),
-                    "retry-after-ms": str(math.ceil(remaining * 1000)),
-                },
-            )
-        self.cooldown_waits.append(upstream.name)
-        await self._sleep(remaining, hinted=False)
+        self.ex.retry.cooldown_waits.append(upstream.name)
+        await self._sleep(remaining, booked=False)
         return True
 
-    async def _attempt(self, upstream: Upstream, n: int) -> float | None:
-        """Send once. None: ``self._answer`` is final. A number: seconds to wait before a retry."""
+    async def _attempt(self, upstream: Upstream, n: int) -> Answer | _Failed:
+        """Send once and classify the answer."""
         t0 = time.monotonic()
+        record = Attempt(upstream.name, AttemptReason.ANSWERED)
+        self.ex.attempts.append(record)
         try:
-            resp = await open_attempt(
-                self.loop._session,
+            live = await open_attempt(
+                self.loop.session,
                 self.ex,
                 upstream,
                 body_for(self.ex, upstream),
-                self.loop._timeouts,
+                self.loop.timeouts,
             )
-        except ProxyError as error:  # unreachable or no first byte in time
-            self.last_error = error
-            self._record(upstream, None, type(error).__name__, t0)
-            return backoff(n, self.retry.backoff_base_s, self.retry.backoff_cap_s)
-        await self._note_limits(upstream, resp.headers)
-        if resp.status not in self.retry.retry_on:
-            self._record(upstream, resp.status, "ok" if resp.status < 400 else "passed", t0)
-            self._answer: Any = resp
-            return None
-        body = await self._read_error(resp)
-        self.last = BufferedResponse(resp, body)
-        if is_quota_exhausted(resp.status, body):
-            self._record(upstream, resp.status, "quota exhausted", t0)
-            return math.inf
-        hint, unparsed = parse_wait(resp.headers)
+        except ProxyError as error:
+            return self._failed_to_send(record, error, n, t0)
+        record.status = live.status
+        record.duration_s = time.monotonic() - t0
+        await self._note_limits(upstream, live.headers)
+        if live.status not in self.retry.retry_on:
+            return Answer(live, upstream)
+        return await self._retryable(record, upstream, live, n)
+
+    def _failed_to_send(self, record: Attempt, error: ProxyError, n: int, t0: float) -> _Failed:
+        record.duration_s = time.monotonic() - t0
+        record.detail = error.message
+        if isinstance(error, UpstreamTimeout):
+            record.reason = AttemptReason.TIMEOUT
+            again = self.retry.on_timeout
+            return _Failed(self._backoff(record, n), again, fall_back=again, error=error)
+        if error.status == 502 and error.code == "upstream_bad_response":
+            record.reason = AttemptReason.BAD_RESPONSE
+            return _Failed(0.0, retry_same=False, error=error)
+        record.reason = AttemptReason.UNREACHABLE
+        return _Failed(self._backoff(record, n), retry_same=True, error=error)
+
+    async def _retryable(
+        self, record: Attempt, upstream: Upstream, live: LiveResponse, n: int
+    ) -> _Failed:
+        """A status in ``retry_on``: read its body (kept whole for the client) and its hints."""
+        record.reason = AttemptReason.RETRYABLE_STATUS
+        answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
+        if is_quota_exhausted(live.status, answer.head):
+            record.reason = AttemptReason.QUOTA_EXHAUSTED
+            return _Failed(0.0, retry_same=False, answer=answer)
+        hint, unparsed = parse_wait(live.headers)
         for raw in unparsed:
-            self.loop._log.warning(
+            self.loop.log.warning(
                 "unparseable rate-limit header", upstream=upstream.name, header=raw
             )
-        wait = (
-            hint.seconds
-            if hint
-            else backoff(n, self.retry.backoff_base_s, self.retry.backoff_cap_s)
-        )
-        if resp.status in _OVERLOAD:
-            await self.loop._store.cool(cooldown_key(upstream), time.time() + wait)
-        self._record(upstream, resp.status, hint.source if hint else "backoff", t0)
-        return wait
+        if hint is not None:
+            record.hint, wait = hint.source, hint.seconds
+        else:
+            wait = self._backoff(record, n)
+        if live.status in _OVERLOAD:
+            await self.loop.store.cool(cooldown_key(upstream), time.time() + wait)
+        return _Failed(wait, retry_same=True, answer=answer)
+
+    def _backoff(self, record: Attempt, n: int) -> float:
+        record.hint = "backoff"
+        return backoff(n, self.retry.backoff_base_s, self.retry.backoff_cap_s)
 
     async def _note_limits(self, upstream: Upstream, headers: CIMultiDictProxy[str]) -> None:
         """Cool down proactively when the upstream says a bucket is empty, even on success."""
@@ -245,32 +288,12 @@ class _Run:
             return  # the common case, decided without parsing every rate-limit header
         seconds = proactive_cooldown(headers, time.time())
         if seconds:
-            await self.loop._store.cool(cooldown_key(upstream), time.time() + seconds)
+            await self.loop.store.cool(cooldown_key(upstream), time.time() + seconds)
 
-    async def _read_error(self, resp: aiohttp.ClientResponse) -> bytes:
-        try:
-            return await resp.content.read(_MAX_ERROR_BODY)
-        except (aiohttp.ClientError, OSError):
-            return b""
-        finally:
-            resp.release()
-
-    async def _sleep(self, seconds: float, *, hinted: bool = True) -> None:
-        """Wait; a hinted wait (after an attempt's answer) is booked on that attempt."""
+    async def _sleep(self, seconds: float, *, booked: bool) -> None:
+        """Wait; a wait asked for by an attempt's answer is booked on that attempt."""
         seconds = max(0.0, seconds)
-        if hinted and self.ex.attempts:
-            last = self.ex.attempts[-1]
-            last["waited_ms"] = round(last["waited_ms"] + seconds * 1000, 1)
-        self.waited += seconds
+        if booked and self.ex.attempts:
+            self.ex.attempts[-1].waited_s += seconds
+        self.ex.retry.waited_s += seconds
         await asyncio.sleep(seconds)
-
-    def _record(self, upstream: Upstream, status: int | None, reason: str, t0: float) -> None:
-        self.ex.attempts.append(
-            {
-                "upstream": upstream.name,
-                "status": status,
-                "reason": reason,
-                "waited_ms": 0.0,
-                "ms": round((time.monotonic() - t0) * 1000, 1) if t0 else 0.0,
-            }
-        )
