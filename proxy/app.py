@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from aiohttp import web
@@ -40,12 +40,17 @@ def default_plugins(config: Config, res: Resources) -> list[Plugin]:
     return [ContextBudget(), UsageAccounting(config.pricing), *metrics, RequestLog(res.logger)]
 
 
-def build_state(config: Config, res: Resources) -> AppState:
+PluginFactory = Callable[[Config, Resources], list[Plugin]]
+
+
+def build_state(
+    config: Config, res: Resources, plugins: PluginFactory = default_plugins
+) -> AppState:
     """A complete generation of request-serving state for ``config``."""
     return AppState(
         config=config,
         router=Router(config.routes),
-        pipeline=Pipeline(default_plugins(config, res)),
+        pipeline=Pipeline(plugins(config, res)),
         dispatcher=AttemptLoop(res.session, config.timeouts, res.cooldowns, res.logger),
         logger=res.logger,
     )
@@ -65,9 +70,11 @@ def make_app(
     log_stream: IO[str] | None = None,
     worker: int | None = None,
     metrics_dir: str | None = None,
+    plugins: PluginFactory = default_plugins,
 ) -> web.Application:
     """The proxy app for ``config``. ``worker`` (its index under a supervisor) is added to every
-    log line; ``metrics_dir`` makes the metrics shared with sibling workers (see metrics.py)."""
+    log line; ``metrics_dir`` makes the metrics shared with sibling workers (see metrics.py);
+    ``plugins`` builds each generation's plugin list (embedders add their own)."""
     # Request bodies are forwarded as the client encoded them: a gzip body stays gzip.
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
@@ -94,8 +101,9 @@ def make_app(
             metrics=metrics,
         )
         app[RESOURCES] = res
-        holder.current = build_state(config, res)
-        app[RELOADER] = Reloader(generations, functools.partial(build_state, res=res), logger)
+        build = functools.partial(build_state, res=res, plugins=plugins)
+        holder.current = build(config)
+        app[RELOADER] = Reloader(generations, build, logger)
         publisher = asyncio.create_task(metrics.publish_live()) if metrics.shared else None
         yield
         if publisher is not None:

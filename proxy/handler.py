@@ -123,6 +123,7 @@ class _Serving:
             if isinstance(result, GiveUp):
                 raise result.error
             ex.upstream = result.upstream
+            ex.response_headers["x-proxy-upstream"] = result.upstream.name
             upstream = result.response
             try:
                 self.client = await start_response(ex, upstream)

@@ -101,12 +101,13 @@ def logs() -> LogCapture:
 
 @pytest.fixture
 def start_proxy(aiohttp_server: Callable[..., Any], logs: LogCapture) -> Callable[..., Any]:
-    """``await start_proxy(raw_config_dict)`` -> the proxy's base URL (a real server)."""
+    """``await start_proxy(raw_config_dict, **make_app_options)`` -> the proxy's base URL."""
 
-    async def start(raw: dict[str, Any]) -> str:
+    async def start(raw: dict[str, Any], **app_options: Any) -> str:
         cfg = config_mod.from_dict(raw, env={})
         # aiohttp's TestServer already enables handler_cancellation, as serve() does
-        server: TestServer = await aiohttp_server(make_app(cfg, log_stream=logs))
+        app = make_app(cfg, log_stream=logs, **app_options)
+        server: TestServer = await aiohttp_server(app)
         return str(server.make_url("")).rstrip("/")
 
     return start

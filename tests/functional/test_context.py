@@ -196,15 +196,19 @@ async def test_model_window_and_max_tokens_set_the_budget(
     assert line["trimmed_messages"] > 0
 
 
-async def test_malformed_json_over_bound_gets_provider_error(
-    fake: FakeUpstream, start_proxy: Any
+async def test_malformed_json_is_forwarded_untouched_and_the_upstream_answers(
+    fake: FakeUpstream, start_proxy: Any, logs: LogCapture
 ) -> None:
+    """The proxy cannot count what it cannot parse: it steps aside, the client's bytes go
+    upstream unchanged, the upstream's own 400 comes back, and the line notes why."""
     url = await start_proxy(capped(fake.url, 10))
     body = b'{"model": "gpt-4o", "messages": [' + b"x" * 500
     status, _, payload = await post_json(url + "/openai/v1/chat/completions", body)
     assert 400 == status
     assert "invalid_request_error" == payload["error"]["type"]
-    assert [] == fake.requests
+    assert [body] == [r.body for r in fake.requests]
+    line = await logs.last()
+    assert line["body_parse_error"].startswith("invalid JSON")
 
 
 async def test_other_endpoints_untouched(fake: FakeUpstream, start_proxy: Any) -> None:

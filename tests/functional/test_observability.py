@@ -350,7 +350,7 @@ async def test_log_line_has_every_field_with_the_right_values(
         "client": "127.0.0.1",
         "error": None,
     } == {k: line[k] for k in ISSUE_FIELDS if k not in ("attempts", "ttft_ms", "duration_ms")}
-    assert [(upstream, 200, "ok")] == [
+    assert [(upstream, 200, "answered")] == [
         (a["upstream"], a["status"], a["reason"]) for a in line["attempts"]
     ]
     assert 0 < line["ttft_ms"] <= line["duration_ms"]

@@ -49,7 +49,10 @@ async def test_retry_after_then_success(
     assert second.t - first.t >= 1.0
     line = await logs.last()
     assert [429, 200] == [a["status"] for a in line["attempts"]]
-    assert "retry-after" == line["attempts"][0]["reason"]
+    assert ("retryable_status", "retry-after") == (
+        line["attempts"][0]["reason"],
+        line["attempts"][0]["hint"],
+    )
     assert line["retry_wait_ms"] >= 1000
     assert line["fallback"] is False
     assert ("fake-openai", "2") == (headers["x-proxy-upstream"], headers["x-proxy-attempts"])
@@ -62,7 +65,7 @@ async def test_retry_after_ms_wins_over_retry_after(
     status, _, _ = await post(proxy_url + "/openai" + CHAT)
     assert 200 == status
     assert fake.requests[1].t - fake.requests[0].t >= 0.15
-    assert "retry-after-ms" == (await logs.last())["attempts"][0]["reason"]
+    assert "retry-after-ms" == (await logs.last())["attempts"][0]["hint"]
 
 
 async def test_overloaded_529_is_retried(fake: FakeUpstream, proxy_url: str) -> None:
@@ -93,7 +96,7 @@ async def test_unparseable_hint_falls_back_to_backoff_and_is_logged(
     )
     status, _, _ = await post(url + "/openai" + CHAT)
     assert 200 == status
-    assert "backoff" == (await logs.last())["attempts"][0]["reason"]
+    assert "backoff" == (await logs.last())["attempts"][0]["hint"]
     warnings = [x for x in logs.lines() if x["event"] == "unparseable rate-limit header"]
     assert "retry-after: soon" in [w["header"] for w in warnings]
 

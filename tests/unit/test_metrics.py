@@ -13,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import config as config_mod
 from proxy.exchange import Exchange
+from proxy.outcomes import Attempt, AttemptReason, ContextOutcome, UsageOutcome
+from proxy.usage import Usage
 from proxy.metrics import Metrics, ModelLabels, metrics_handler, status_class
 from proxy.plugins.metrics import MetricsPlugin, known_models
 from proxy.routing import Router
@@ -55,8 +57,10 @@ def exchange(
 ) -> Exchange:
     route, tail = Router(cfg.routes).match(path) or (None, "")
     assert route is not None
-    request = make_mocked_request("POST", path, headers={"Content-Type": "application/json"})
-    ex = Exchange(request, route, tail, body, "rid")
+    headers = {"Content-Type": "application/json", "x-request-id": "rid"}
+    ex = Exchange(make_mocked_request("POST", path, headers=headers))
+    ex.routed(route, tail)
+    ex.received(body)
     ex.upstream = route.config.upstreams[0]
     ex.status = 200
     return ex
@@ -199,14 +203,14 @@ def test_in_flight_gauges_count_tracked_requests_and_their_streams() -> None:
 # -- the plugin --------------------------------------------------------------------------------
 
 
-def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0.0) -> dict:
-    return {
-        "upstream": upstream,
-        "status": status,
-        "reason": reason,
-        "waited_ms": waited_ms,
-        "ms": 1.0,
+def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0.0) -> Attempt:
+    kinds = {
+        "ok": AttemptReason.ANSWERED,
+        "passed": AttemptReason.ANSWERED,
+        "cooling down": AttemptReason.COOLING_DOWN,
     }
+    kind = kinds.get(reason, AttemptReason.RETRYABLE_STATUS)
+    return Attempt(upstream, kind, status, waited_s=waited_ms / 1000, duration_s=0.001)
 
 
 @pytest.mark.parametrize(
@@ -260,7 +264,7 @@ def attempt(upstream: str, status: int | None, reason: str, waited_ms: float = 0
     ],
 )
 def test_retries_fallbacks_and_cooldowns_are_read_from_the_attempt_records(
-    attempts: list[dict],
+    attempts: list[Attempt],
     retry_wait_ms: float,
     expected: Mapping[tuple[str, str], int],
     cooldown_waits: list[str],
@@ -269,7 +273,8 @@ def test_retries_fallbacks_and_cooldowns_are_read_from_the_attempt_records(
     plugin, metrics = plugin_for(cfg)
     ex = exchange(cfg)
     ex.attempts.extend(attempts)
-    ex.log.update(attempts=ex.attempts, retry_wait_ms=retry_wait_ms, cooldown_waits=cooldown_waits)
+    ex.retry.waited_s = retry_wait_ms / 1000
+    ex.retry.cooldown_waits.extend(cooldown_waits)
     plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     for kind in ("retries", "fallbacks", "cooldown_waits", "cooldown_skips"):
@@ -287,12 +292,9 @@ def test_tokens_cost_and_duration_are_counted_under_bounded_labels() -> None:
         ex = exchange(cfg)
         ex.stream = True
         ex.t_first_token = ex.t_start + 0.25
-        ex.log.update(
-            model=model,
-            prompt_tokens=10,
-            completion_tokens=4,
-            cached_tokens=2,
-            token_source="upstream",
+        ex.usage = UsageOutcome(
+            model,
+            Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=2, source="upstream"),
             cost_usd=0.5 if model != "someone-elses-model" else None,
         )
         plugin.observe(ex)
@@ -322,7 +324,7 @@ def test_non_streams_have_no_ttft_and_unknown_usage_counts_no_tokens() -> None:
     ex = exchange(cfg)
     ex.t_first_token = ex.t_start + 0.1  # a JSON body's first byte: not a token stream
     ex.status = 429
-    ex.log.update(model="gpt-4o", token_source=None, prompt_tokens=None, cost_usd=None)
+    ex.usage = UsageOutcome("gpt-4o")
     plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     assert 1.0 == total(got, "llm_proxy_requests_total", status_class="4xx")
@@ -364,7 +366,8 @@ def test_context_trims_count_requests_and_messages() -> None:
     plugin, metrics = plugin_for(cfg)
     for trimmed in (3, 0, 2):
         ex = exchange(cfg)
-        ex.log.update(model="gpt-4o", trimmed_messages=trimmed)
+        ex.usage = UsageOutcome("gpt-4o")
+        ex.context = ContextOutcome(10, "exact", 100, trimmed)
         plugin.observe(ex)
     got = samples(metrics.exposition().decode())
     assert 2.0 == value(got, "llm_proxy_context_trims_total", route="/openai", model="gpt-4o")
@@ -379,7 +382,7 @@ async def test_plugin_tracks_in_flight_from_request_to_completion() -> None:
     ex = exchange(cfg)
     await plugin.on_request(ex)
     assert {ex} == metrics.live
-    await plugin.on_complete(ex)
+    plugin.on_report(ex)
     assert set() == metrics.live
 
 
@@ -395,7 +398,8 @@ async def test_a_failing_observation_is_logged_not_raised() -> None:
     log = Log()
     plugin = MetricsPlugin(Metrics(), known_models(cfg), log)
     ex = exchange(cfg)
-    ex.log.update(token_source="upstream", prompt_tokens=-1)  # a counter refuses to go down
-    await plugin.on_complete(ex)
+    # a counter refuses to go down
+    ex.usage = UsageOutcome("gpt-4o", Usage(prompt_tokens=-1, source="upstream"))
+    plugin.on_report(ex)
     assert ["metrics failed"] == [e for e, _ in log.errors]
     assert "rid" == log.errors[0][1]["request_id"]
