@@ -129,7 +129,7 @@ async def test_a_replayed_error_names_the_upstream_that_sent_it(
         {"name": "secondary", "base_url": secondary.url},  # type: ignore[attr-defined]
     ]
     url = await start_proxy(raw)
-    # request 1: the primary fails (asking for a long wait), the secondary serves and says it is empty
+    # request 1: the primary fails asking for a long wait; the secondary serves, says it is empty
     primary.enqueue(Fault(status=500, headers={"retry-after": "100"}))
     empty = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "100s"}
     secondary.enqueue(Fault(status=200, headers=empty))
@@ -146,9 +146,7 @@ async def test_a_replayed_error_names_the_upstream_that_sent_it(
     assert ["retryable_status", "cooling_down"] == [a["reason"] for a in line["attempts"]]
 
 
-async def test_the_upstream_session_keeps_no_cookies(
-    fake: FakeUpstream, start_proxy: Any
-) -> None:
+async def test_the_upstream_session_keeps_no_cookies(fake: FakeUpstream, start_proxy: Any) -> None:
     """One client's cookie must never reach another client's request."""
     url = await start_proxy(base_config(fake.url.replace("127.0.0.1", "localhost")))
     fake.enqueue(Fault(headers={"Set-Cookie": "session=client-a-secret; Path=/"}))

@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import config as config_mod
 from proxy.exchange import Exchange
-from proxy.outcomes import Attempt, AttemptReason, ContextOutcome, UsageOutcome
-from proxy.usage import Usage
 from proxy.metrics import Metrics, ModelLabels, metrics_handler, status_class
+from proxy.outcomes import Attempt, AttemptReason, ContextOutcome, UsageOutcome
 from proxy.plugins.metrics import MetricsPlugin, known_models
 from proxy.routing import Router
+from proxy.usage import Usage
 from tests.conftest import base_config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

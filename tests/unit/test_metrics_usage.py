@@ -17,13 +17,13 @@ from multidict import CIMultiDict
 from proxy import config as config_mod
 from proxy.context.tokens import count_request, count_text
 from proxy.exchange import Exchange
-from proxy.logline import log_fields
-from proxy.outcomes import ContextOutcome
 from proxy.fake_upstream import fake_text, prompt_tokens
 from proxy.fake_upstream.anthropic_api import messages
 from proxy.fake_upstream.calls import Call
 from proxy.fake_upstream.faults import stream_error_event
 from proxy.fake_upstream.openai_api import chat_completions
+from proxy.logline import log_fields
+from proxy.outcomes import ContextOutcome
 from proxy.plugins.usage import UsageAccounting
 from proxy.pricing import PriceTable
 from proxy.routing import Router
