@@ -79,6 +79,25 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Streaming:
+    commit_point: bool = True
+    """Hold a stream's head until its first content, so a failure before it can be retried."""
+    max_hold_s: float = 20.0
+    """Longest a stream's head is held (pings do not extend it); then it is relayed as is."""
+    max_hold_bytes: int = 256 * 1024
+    first_content_s: float | None = None
+    """Longest gap between events before the first content; None: ``timeouts.first_byte_s``."""
+    error_bodies: bool = False
+    """Treat a 200 JSON answer that carries an error instead of a completion like a 5xx."""
+
+    def __post_init__(self) -> None:
+        _non_negative("max_hold_s", self.max_hold_s)
+        _positive("max_hold_bytes", self.max_hold_bytes)
+        if self.first_content_s is not None:
+            _positive("first_content_s", self.first_content_s)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     enabled: bool = True
     reserve_output_tokens: int = 4096
@@ -104,6 +123,7 @@ class Route:
     upstreams: tuple[Upstream, ...]
     context: Context = field(default_factory=Context)
     retry: Retry = field(default_factory=Retry)
+    streaming: Streaming = field(default_factory=Streaming)
 
     def __post_init__(self) -> None:
         if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
@@ -175,6 +195,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     retry: Retry = field(default_factory=Retry)
     context: Context = field(default_factory=Context)
+    streaming: Streaming = field(default_factory=Streaming)
     state: State = field(default_factory=State)
     logging: Logging = field(default_factory=Logging)
     metrics: Metrics = field(default_factory=Metrics)
@@ -312,7 +333,7 @@ def from_dict(raw: Any, env: Mapping[str, str] | None = None) -> Config:
     for i, route in enumerate(data.get("routes") or []):
         if not isinstance(route, dict):
             continue
-        for key in ("context", "retry"):
+        for key in ("context", "retry", "streaming"):
             top, own = data.get(key) or {}, route.get(key) or {}
             if not isinstance(top, dict) or not isinstance(own, dict):
                 continue  # the type error is reported by build() with its path

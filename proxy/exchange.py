@@ -60,6 +60,7 @@ class Exchange:
         "slots",
         "status",
         "stream",
+        "t_commit",
         "t_first_byte",
         "t_first_token",
         "t_start",
@@ -91,6 +92,8 @@ class Exchange:
         self.stream = False
         self.bytes_out = 0
         self.t_first_byte: float | None = None
+        self.t_commit: float | None = None
+        """When a held stream head was released (streams under the commit point only)."""
         self.t_first_token: float | None = None
         self.error: str | None = None
         self.plugin_errors: list[str] = []

@@ -264,9 +264,9 @@ async def open_attempt(
             f"upstream {upstream.name!r} ({_host(url)}) is unreachable: {type(exc).__name__}"
         ) from None
     except aiohttp.ClientResponseError as exc:  # the head could not be parsed
+        what = (exc.message or "").strip().split("\n", 1)[0].rstrip(":")[:80]
         raise UpstreamBadResponse(
-            f"upstream {upstream.name!r} ({_host(url)}) sent a malformed response: "
-            f"{exc.message[:120]}"
+            f"upstream {upstream.name!r} ({_host(url)}) sent a malformed response ({what})"
         ) from None
     return LiveResponse(resp)
 

@@ -21,6 +21,17 @@ def attempt_fields(attempt: Attempt) -> dict[str, Any]:
         "waited_ms": _ms(attempt.waited_s),
         "ms": _ms(attempt.duration_s),
         "detail": attempt.detail,
+        **_stream_failure(attempt),
+    }
+
+
+def _stream_failure(attempt: Attempt) -> dict[str, Any]:
+    if attempt.stream_failure is None:
+        return {}
+    return {
+        "stream_failure": attempt.stream_failure.value,
+        "event_type": attempt.event_type,
+        "held_bytes": attempt.held_bytes,
     }
 
 
@@ -61,6 +72,7 @@ def log_fields(ex: Exchange) -> dict[str, Any]:
         "cooldown_waits": ex.retry.cooldown_waits,
         "ttfb_ms": ex.elapsed_ms(ex.t_first_byte) if ex.t_first_byte is not None else None,
         "ttft_ms": ex.elapsed_ms(ex.t_first_token) if ex.t_first_token is not None else None,
+        "commit_ms": ex.elapsed_ms(ex.t_commit) if ex.t_commit is not None else None,
         "duration_ms": ex.elapsed_ms(),
         "prompt_tokens": counts.prompt_tokens if counts is not None else None,
         "completion_tokens": counts.completion_tokens if counts is not None else None,

@@ -236,6 +236,12 @@ class Metrics:
             _BY_UPSTREAM,
             registry=r,
         )
+        self.precommit_failovers = Counter(
+            "llm_proxy_precommit_failovers",
+            "Streams that failed before their first content and were tried again "
+            "(reason: error_event, cut, idle, empty).",
+            ["upstream", "reason"], registry=r,
+        )
         self.wait_seconds = Counter(
             "llm_proxy_retry_wait_seconds",
             "Time requests spent waiting on hints and cooldowns.",

@@ -33,6 +33,19 @@ class AttemptReason(enum.StrEnum):
     """The upstream answered with a malformed status line or headers."""
     COOLING_DOWN = "cooling_down"
     """Not sent: the upstream's shared cooldown outlasts what this request may wait."""
+    STREAM_FAILED = "stream_failed"
+    """A 200 stream that failed before its first content (see ``StreamFailure``)."""
+    ERROR_BODY = "error_body"
+    """A 200 JSON answer carrying an error instead of a completion (when the route says so)."""
+
+
+class StreamFailure(enum.StrEnum):
+    """How a stream failed before its first content."""
+
+    ERROR_EVENT = "error_event"
+    CUT = "cut"
+    IDLE = "idle"
+    EMPTY = "empty"
 
 
 @dataclass(slots=True)
@@ -50,6 +63,11 @@ class Attempt:
     """From sending to the response head (or the failure)."""
     detail: str | None = None
     """A short human explanation for failures (never a secret, never a traceback)."""
+    stream_failure: StreamFailure | None = None
+    event_type: str | None = None
+    """The in-stream error's type, for a stream that failed on an error event."""
+    held_bytes: int | None = None
+    """Bytes held (never sent to the client) when the stream failed before content."""
 
     @property
     def sent(self) -> bool:

@@ -29,6 +29,8 @@ class Fault:
     terminator; non-streaming: close it before any response byte.
     ``sse_error_after_chunks``: streaming: send the provider's in-stream error event
     (Anthropic ``overloaded_error``) after N events, then end the body cleanly.
+    ``end_after_chunks``: streaming: end the body cleanly after N events (0: an empty stream),
+    with no terminator: a stream that stops without an error and without its end.
     ``path``: only requests with exactly this path consume the fault.
     """
 
@@ -38,6 +40,7 @@ class Fault:
     first_byte_delay_s: float = 0.0
     cut_after_chunks: int | None = None
     sse_error_after_chunks: int | None = None
+    end_after_chunks: int | None = None
     path: str | None = None
 
     @classmethod
@@ -70,6 +73,7 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "first_byte_delay_s": (int, float),
     "cut_after_chunks": int,
     "sse_error_after_chunks": int,
+    "end_after_chunks": int,
     "path": str,
 }
 

@@ -83,6 +83,8 @@ async def write_stream(
             if fault.cut_after_chunks == sent:
                 cut(request)
                 return resp
+            if fault.end_after_chunks == sent:
+                return resp
             if fault.sse_error_after_chunks == sent:
                 await resp.write(stream_error_event(provider, request.path))
                 state.chunks_sent += 1

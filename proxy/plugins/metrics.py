@@ -111,8 +111,11 @@ class MetricsPlugin(Plugin):
         """
         m = self._m
         previous: str | None = None
-        for attempt in ex.attempts:
+        for i, attempt in enumerate(ex.attempts):
             name = attempt.upstream
+            failure = attempt.stream_failure
+            if failure is not None and i + 1 < len(ex.attempts):
+                self._child(m.precommit_failovers, name, failure.value).inc()
             if attempt.reason is AttemptReason.COOLING_DOWN:
                 self._child(m.cooldown_skips, route, name).inc()
             elif name == previous:

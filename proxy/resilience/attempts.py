@@ -23,11 +23,14 @@ from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
 from ..forward import LiveResponse, ReplayResponse, UpstreamResponse, open_attempt, read_head
 from ..outcomes import Attempt, AttemptReason
+from ..stream_content import StreamFamily, stream_family
+from .commit import Committed, HoldLimits, hold_until_content
 from .cooldown import CooldownStore
 from .hints import backoff, is_quota_exhausted, parse_wait, proactive_cooldown
 
 MAX_WAIT_HEADER = "x-proxy-max-wait"
 _OVERLOAD = frozenset({429, 503, 529})
+_OVERLOAD_EVENTS = frozenset({"overloaded_error", "rate_limit_error", "rate_limit_exceeded"})
 _MAX_ERROR_BODY = 1 << 20
 _REMAINING = (
     "x-ratelimit-remaining-requests",
@@ -70,6 +73,38 @@ class _Failed:
     answer: ReplayResponse | None = None
     """The upstream's own error answer, kept in case nothing better comes."""
     error: ProxyError | None = None
+
+
+def _held_family(ex: Exchange, live: LiveResponse) -> StreamFamily | None:
+    """The grammar of a stream whose head can be held: an uncompressed SSE answer on an
+    endpoint whose events the proxy knows. Anything else commits on its first byte."""
+    headers = live.headers
+    if not headers.get("Content-Type", "").startswith("text/event-stream"):
+        return None
+    if headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None
+    assert ex.route is not None
+    return stream_family(ex.route.provider.name, ex.tail)
+
+
+def _is_json(live: LiveResponse) -> bool:
+    return "json" in live.headers.get("Content-Type", "")
+
+
+def _is_error_body(body: bytes) -> bool:
+    """An OpenAI-compatible 200 that carries an error object, or a choice that failed."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("error") and not doc.get("choices"):
+        return True
+    choices = doc.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") == "error" for c in choices
+    )
 
 
 def _is_zero(value: str | None) -> bool:
@@ -149,6 +184,7 @@ class _Run:
             while self.index < len(self.upstreams):
                 answer = await self._try_upstream(self.upstreams[self.index])
                 if answer is not None:
+                    self._discard_kept()
                     return answer
                 self.index += 1
             return self._give_up()
@@ -239,9 +275,44 @@ class _Run:
         record.status = live.status
         record.duration_s = time.monotonic() - t0
         await self._note_limits(upstream, live.headers)
-        if live.status not in self.retry.retry_on:
-            return Answer(live, upstream)
-        return await self._retryable(record, upstream, live, n)
+        if live.status in self.retry.retry_on:
+            return await self._retryable(record, upstream, live, n)
+        if live.status == 200:
+            return await self._accept_ok(record, upstream, live, n)
+        return Answer(live, upstream)
+
+    async def _accept_ok(
+        self, record: Attempt, upstream: Upstream, live: LiveResponse, n: int
+    ) -> Answer | _Failed:
+        """A 200 may still fail before it carries anything: a stream's head is held until
+        its first content (the commit point), and an error body can be recognised."""
+        assert self.ex.route is not None
+        streaming = self.ex.route.config.streaming
+        family = _held_family(self.ex, live) if streaming.commit_point else None
+        if family is not None:
+            limits = HoldLimits(
+                streaming.max_hold_s,
+                streaming.max_hold_bytes,
+                streaming.first_content_s or self.loop.timeouts.first_byte_s,
+            )
+            held = await hold_until_content(live, family, limits)
+            if isinstance(held, Committed):
+                self.ex.t_commit = time.monotonic()
+                return Answer(held.response, upstream)
+            record.reason = AttemptReason.STREAM_FAILED
+            record.stream_failure, record.event_type = held.failure, held.event_type
+            record.held_bytes = held.held_bytes
+            wait = self._backoff(record, n)
+            if held.event_type in _OVERLOAD_EVENTS:
+                await self.loop.store.cool(cooldown_key(upstream), time.time() + wait)
+            return _Failed(wait, retry_same=True, answer=held.response)
+        if streaming.error_bodies and _is_json(live):
+            answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
+            if _is_error_body(answer.head):
+                record.reason = AttemptReason.ERROR_BODY
+                return _Failed(self._backoff(record, n), retry_same=True, answer=answer)
+            return Answer(answer, upstream)
+        return Answer(live, upstream)
 
     def _failed_to_send(self, record: Attempt, error: ProxyError, n: int, t0: float) -> _Failed:
         record.duration_s = time.monotonic() - t0

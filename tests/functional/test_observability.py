@@ -249,10 +249,15 @@ async def test_metrics_after_a_scripted_mix_show_exactly_the_expected_counts(
         assert expected == pytest.approx(got_cost[labels], rel=1e-9)
 
 
+@pytest.mark.parametrize("commit_point", [True, False], ids=["held", "relayed"])
 async def test_ttft_is_time_to_first_content_through_the_proxy(
-    fake: FakeUpstream, proxy_url: str, logs: LogCapture
+    fake: FakeUpstream, start_proxy: Any, logs: LogCapture, commit_point: bool
 ) -> None:
-    """First byte after 150 ms (a role-only chunk), first content 300 ms later."""
+    """First byte after 150 ms (a role-only chunk), first content 300 ms later. Under the
+    commit point the role chunk is held, so the client's first byte is the first content."""
+    proxy_url = await start_proxy(
+        base_config(fake.url, streaming={"commit_point": commit_point})  # type: ignore[attr-defined]
+    )
     first_byte_ms, gap_ms = 150, 300
     await post(
         proxy_url + "/openai" + CHAT,
@@ -267,7 +272,12 @@ async def test_ttft_is_time_to_first_content_through_the_proxy(
     known = first_byte_ms + gap_ms
     assert line["ttft_ms"] >= known
     assert line["ttft_ms"] <= known + 2000  # generous: the known delay dominates
-    assert line["ttft_ms"] - line["ttfb_ms"] >= gap_ms - 50  # not the first byte
+    if commit_point:
+        assert line["ttfb_ms"] >= known  # nothing went out before the content
+        assert line["commit_ms"] >= known
+    else:
+        assert line["ttft_ms"] - line["ttfb_ms"] >= gap_ms - 50  # not the first byte
+        assert None is line["commit_ms"]
     got = await scrape(proxy_url)
     labels = {"route": "/openai", "upstream": "fake-openai", "model": "gpt-4o"}
     assert 1.0 == value(got, "llm_proxy_time_to_first_token_seconds_count", **labels)
@@ -290,7 +300,8 @@ async def test_anthropic_ttft_skips_message_start_block_start_and_ping(
     line = await logs.last()
     assert line["ttft_ms"] >= 3 * gap_ms
     assert line["ttft_ms"] <= 3 * gap_ms + 2000
-    assert line["ttft_ms"] - line["ttfb_ms"] >= 2 * gap_ms
+    # held until the first delta: nothing reached the client before the content did
+    assert min(line["ttfb_ms"], line["commit_ms"]) >= 3 * gap_ms
 
 
 @pytest.mark.parametrize(
