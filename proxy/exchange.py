@@ -51,6 +51,7 @@ class Exchange:
         "error",
         "json_error",
         "original_body",
+        "outgoing_headers",
         "plugin_errors",
         "request",
         "request_id",
@@ -86,6 +87,8 @@ class Exchange:
         self.usage: UsageOutcome | None = None
         self.context: ContextOutcome | None = None
         self.response_headers: dict[str, str] = {}
+        self.outgoing_headers: dict[str, str] = {}
+        """Headers a plugin adds to every upstream attempt (e.g. a trace context)."""
         self.upstream: Upstream | None = None
         self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.status: int | None = None

@@ -80,6 +80,8 @@ def request_headers(ex: Exchange, upstream: Upstream) -> CIMultiDict[str]:
         if lower not in drop and not lower.startswith("x-proxy-"):
             out.add(name, value)
     out["x-request-id"] = ex.request_id
+    for name, value in ex.outgoing_headers.items():
+        out[name] = value
     if "Accept-Encoding" not in out:
         out["Accept-Encoding"] = "identity"
     if upstream.api_key:

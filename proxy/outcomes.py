@@ -59,6 +59,8 @@ class Attempt:
     """Where the wait after this attempt came from: a header name, or ``backoff``."""
     waited_s: float = 0.0
     """Time slept after this attempt before the next one."""
+    started: float | None = None
+    """``time.monotonic()`` when it was sent (None when it was not)."""
     duration_s: float = 0.0
     """From sending to the response head (or the failure)."""
     detail: str | None = None

@@ -260,7 +260,7 @@ class _Run:
     async def _attempt(self, upstream: Upstream, n: int) -> Answer | _Failed:
         """Send once and classify the answer."""
         t0 = time.monotonic()
-        record = Attempt(upstream.name, AttemptReason.ANSWERED)
+        record = Attempt(upstream.name, AttemptReason.ANSWERED, started=t0)
         self.ex.attempts.append(record)
         try:
             live = await open_attempt(
