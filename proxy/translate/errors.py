@@ -82,6 +82,14 @@ _BY_ANTHROPIC_TYPE = {
     "overloaded_error": ErrorKind.OVERLOADED,
     "api_error": ErrorKind.SERVER,
 }
+_BY_OPENAI_TYPE = {
+    "server_error": ErrorKind.SERVER,
+    "requests": ErrorKind.RATE_LIMIT,
+    "tokens": ErrorKind.RATE_LIMIT,
+    "rate_limit_exceeded": ErrorKind.RATE_LIMIT,
+    "insufficient_quota": ErrorKind.RATE_LIMIT,
+    "timeout": ErrorKind.TIMEOUT,
+}
 
 _ANTHROPIC_TOO_LONG = re.compile(r"prompt is too long:\s*(\d+)\s*tokens\s*>\s*(\d+)")
 _OPENAI_WINDOW = re.compile(r"maximum context length is (\d+) tokens")
@@ -140,8 +148,15 @@ def parse_error_object(status: int, payload: Mapping[str, Any]) -> UpstreamError
     message = _str(obj.get("message"))
     if message is None:
         return None
-    kind = _BY_ANTHROPIC_TYPE.get(str(obj.get("type")), _kind(status))
-    if obj.get("type") == "insufficient_quota" or obj.get("code") == "insufficient_quota":
+    kind_name = str(obj.get("type"))
+    by_type = _BY_ANTHROPIC_TYPE.get(kind_name) or _BY_OPENAI_TYPE.get(kind_name)
+    if status in _BY_STATUS:
+        kind = _BY_STATUS[status]
+    elif by_type is not None:  # e.g. an error event inside a 200 stream
+        kind = by_type
+    else:
+        kind = _kind(status) if status >= 400 else ErrorKind.SERVER
+    if obj.get("code") == "insufficient_quota":
         kind = ErrorKind.RATE_LIMIT
     error = UpstreamError(kind, status, message, _str(obj.get("code")), _str(obj.get("param")))
     return _context(error, obj)
