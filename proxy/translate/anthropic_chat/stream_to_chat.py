@@ -23,15 +23,24 @@ __all__ = ["AnthropicToChatStream"]
 DONE = b"data: [DONE]\n\n"
 
 
+def _index(data: Mapping[str, Any]) -> int:
+    index = data.get("index")
+    return index if isinstance(index, int) else -1
+
+
 class AnthropicToChatStream(EventStream):
     def __init__(
-        self, headers: Mapping[str, str] | Iterable[tuple[str, str]], *, include_usage: bool
+        self,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        *,
+        include_usage: bool,
+        created: int | None = None,
     ) -> None:
         super().__init__("openai", headers)
         self._include_usage = include_usage
         self._id = ""
         self._model = ""
-        self._created = int(time.time())
+        self._created = int(time.time()) if created is None else created
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
         self._usage: dict[str, Any] = {}
         self._finish: str | None = None
@@ -80,7 +89,7 @@ class AnthropicToChatStream(EventStream):
         block = as_object(data.get("content_block"))
         if block.get("type") == "tool_use":
             index = len(self._tools)
-            self._tools[int(data.get("index", 0))] = index
+            self._tools[_index(data)] = index
             call = {
                 "index": index,
                 "id": block.get("id", ""),
@@ -97,7 +106,7 @@ class AnthropicToChatStream(EventStream):
         if kind == "text_delta":
             out.append(self._chunk({"content": delta.get("text", "")}))
         elif kind == "input_json_delta" and delta.get("partial_json"):
-            index = self._tools.get(int(data.get("index", 0)))
+            index = self._tools.get(_index(data))
             if index is not None:
                 call = {"index": index, "function": {"arguments": delta["partial_json"]}}
                 out.append(self._chunk({"tool_calls": [call]}))
