@@ -4,6 +4,7 @@ Upstream streams come from the fake upstream's own builders."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -106,7 +107,7 @@ def test_random_splits_of_long_streams_give_the_same_output(case: str, cuts: lis
     upstream = chat_upstream if case.startswith("chat") else anthropic_upstream
     raw = b"".join(upstream(chunks=40, tools="tools" in case))
     points = sorted({c % len(raw) for c in cuts} | {0, len(raw)})
-    pieces = [raw[a:b] for a, b in zip(points, points[1:], strict=False)]
+    pieces = [raw[a:b] for a, b in itertools.pairwise(points)]
     assert run(make, [raw]) == run(make, pieces)
 
 
@@ -217,7 +218,7 @@ def test_output_follows_the_client_grammar_and_keeps_the_content(case: str) -> N
 def test_chat_usage_reaches_the_anthropic_message_delta() -> None:
     out = run(to_anthropic, chat_upstream())
     _, _, usage = chat_stream_summary(b"".join(chat_upstream()))
-    delta = [d for n, d in sse_payloads(out) if n == "message_delta"][0]
+    delta = next(d for n, d in sse_payloads(out) if n == "message_delta")
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (  # type: ignore[index]
         delta["usage"]["input_tokens"],
         delta["usage"]["output_tokens"],
