@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .anthropic_chat.common import ANTHROPIC_VERSION
 from .anthropic_chat.request_to_anthropic import anthropic_request
 from .anthropic_chat.request_to_chat import chat_request as anthropic_to_chat_request
 from .anthropic_chat.response import anthropic_message, chat_completion
@@ -200,9 +201,9 @@ class _Models(Translation):
     async def request(self, body: Mapping[str, Any] | None) -> TranslatedRequest:
         listing = self.client.endpoint is Endpoint.MODELS_LIST
         path = "/v1/models" if listing else f"/v1/models/{self.client.model_id}"
-        headers = (
-            {"anthropic-version": "2023-06-01"} if self.upstream is ApiFamily.ANTHROPIC else {}
-        )
+        headers = {"accept-encoding": "identity"}
+        if self.upstream is ApiFamily.ANTHROPIC:
+            headers["anthropic-version"] = ANTHROPIC_VERSION
         return TranslatedRequest("GET", path, None, headers)
 
     def _success(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,9 @@ class TranslatedRequest:
     """The JSON body (None for GET). A dict, so model mapping and the context budget can
     still work on it; ``encoded()`` gives the bytes."""
     headers: Mapping[str, str]
-    """Headers to set on the upstream request (e.g. ``anthropic-version``)."""
+    """Headers to set on the upstream request, replacing the client's: always
+    ``accept-encoding: identity`` (translators need plain bytes), ``content-type`` for a
+    body, ``anthropic-version`` towards Anthropic."""
     dropped: tuple[str, ...] = ()
     """Client fields the upstream has no equivalent for (log them; never silent)."""
     notes: tuple[str, ...] = ()

@@ -458,7 +458,11 @@ def test_chat_to_anthropic(
 ) -> None:
     translated = anthropic_request(chat, OPTIONS)
     assert (anthropic, notes) == (translated.body, translated.notes)
-    assert {"anthropic-version": "2023-06-01"} == translated.headers
+    assert {
+        "anthropic-version": "2023-06-01",
+        "accept-encoding": "identity",
+        "content-type": "application/json",
+    } == translated.headers
 
 
 def test_chat_to_anthropic_lists_dropped_fields() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..families import ApiFamily, Endpoint, upstream_path
 from ..records import Dropped, TranslatedRequest, TranslationOptions
-from ..wire import as_object
+from ..wire import JSON_BODY_HEADERS, as_object
 from .common import ANTHROPIC_VERSION, THINKING_BUDGET, split_data_url, tool_input
 
 __all__ = ["anthropic_request"]
@@ -78,7 +78,7 @@ def anthropic_request(body: Mapping[str, Any], options: TranslationOptions) -> T
         method="POST",
         path=upstream_path(ApiFamily.ANTHROPIC, Endpoint.GENERATE),
         body=out,
-        headers={"anthropic-version": ANTHROPIC_VERSION},
+        headers={**JSON_BODY_HEADERS, "anthropic-version": ANTHROPIC_VERSION},
         dropped=dropped.result(),
         notes=tuple(notes),
         stream=stream,

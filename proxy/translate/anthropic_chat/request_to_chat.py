@@ -7,7 +7,7 @@ from typing import Any
 
 from ..families import ApiFamily, Endpoint, upstream_path
 from ..records import Dropped, TranslatedRequest, TranslationOptions
-from ..wire import as_object
+from ..wire import JSON_BODY_HEADERS, as_object
 from .common import (
     ANTHROPIC_EFFORTS,
     chat_effort,
@@ -68,7 +68,7 @@ def chat_request(body: Mapping[str, Any], options: TranslationOptions) -> Transl
         method="POST",
         path=upstream_path(ApiFamily.OPENAI_CHAT, Endpoint.GENERATE),
         body=out,
-        headers={},
+        headers=JSON_BODY_HEADERS,
         dropped=dropped.result(),
         stream=stream,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..families import ApiFamily, Endpoint, upstream_path
 from ..records import Dropped, TranslatedRequest, TranslationOptions
-from ..wire import as_object
+from ..wire import JSON_BODY_HEADERS, as_object
 
 __all__ = ["chat_request", "input_items"]
 
@@ -76,7 +76,7 @@ def chat_request(
         method="POST",
         path=upstream_path(ApiFamily.OPENAI_CHAT, Endpoint.GENERATE),
         body=out,
-        headers={},
+        headers=JSON_BODY_HEADERS,
         dropped=dropped.result(),
         stream=stream,
     )
