@@ -4,6 +4,7 @@ translate event by event, end exactly once (cleanly, or with an in-stream error)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from proxy.sse import SSEEvent, SSEParser
 
@@ -11,7 +12,7 @@ from .errors import ErrorKind, UpstreamError
 from .families import Provider
 from .wire import SSE_TYPE, response_headers
 
-__all__ = ["CUT_SHORT", "EventStream"]
+__all__ = ["CUT_SHORT", "EventStream", "ToolSlots"]
 
 CUT_SHORT = "The upstream stream ended before it was complete."
 
@@ -77,3 +78,31 @@ class EventStream:
 
     def _fail(self, error: UpstreamError, out: list[bytes]) -> None:
         raise NotImplementedError
+
+
+class ToolSlots:
+    """Stable numbers for the tool calls of an OpenAI chat stream.
+
+    Pieces are keyed by ``index``; a server that omits it (or sends every call as index 0)
+    is told apart by a new ``id`` on the call's first piece.
+    """
+
+    __slots__ = ("_ids", "_latest")
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []  # slot -> call id ("" when the server sent none)
+        self._latest: dict[int, int] = {}  # the server's index -> its current slot
+
+    def slot(self, call: Mapping[str, Any], position: int) -> tuple[int, bool]:
+        """(slot, is_new) for one tool-call delta at ``position`` in its chunk."""
+        index = call.get("index")
+        key = index if isinstance(index, int) else position
+        call_id = call.get("id")
+        current = self._latest.get(key)
+        if current is not None and not (
+            call_id and self._ids[current] and call_id != self._ids[current]
+        ):
+            return current, False
+        self._ids.append(call_id if isinstance(call_id, str) else "")
+        self._latest[key] = len(self._ids) - 1
+        return len(self._ids) - 1, True

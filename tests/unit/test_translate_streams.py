@@ -373,18 +373,10 @@ def test_anthropic_thinking_becomes_reasoning_content() -> None:
 
 
 def test_chat_reasoning_becomes_an_anthropic_thinking_block() -> None:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = {
-            "id": "c1",
-            "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        return f"data: {json.dumps(body)}\n\n".encode()
-
     raw = (
-        chunk({"role": "assistant", "reasoning_content": "let me see"})
-        + chunk({"content": "42"})
-        + chunk({}, "stop")
+        chat_chunk({"role": "assistant", "reasoning_content": "let me see"})
+        + chat_chunk({"content": "42"})
+        + chat_chunk({}, "stop")
     )
     out = run(to_anthropic, [raw + b"data: [DONE]\n\n"])
     blocks = [
@@ -397,3 +389,28 @@ def test_chat_reasoning_becomes_an_anthropic_thinking_block() -> None:
         {"type": "text_delta", "text": "42"},
     ] == deltas
     check_anthropic_grammar(out)
+
+
+def chat_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {
+        "id": "c1",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def test_tool_calls_without_index_are_told_apart_by_their_ids() -> None:
+    """Some servers send each whole call in its own chunk, without ``index``."""
+    calls = [("call_a", "w", '{"city":"P"}'), ("call_b", "t", "{}")]
+    raw = b"".join(
+        chat_chunk(
+            {"tool_calls": [{"id": i, "type": "function", "function": {"name": n, "arguments": a}}]}
+        )
+        for i, n, a in calls
+    )
+    raw += chat_chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+    anthropic_out = run(to_anthropic, [raw])
+    assert calls == anthropic_stream_summary(anthropic_out)[1]
+    final = sse_payloads(run(to_responses, [raw]))[-1][1]["response"]
+    assert calls == [(o["call_id"], o["name"], o["arguments"]) for o in final["output"]]

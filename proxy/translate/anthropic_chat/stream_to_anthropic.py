@@ -14,7 +14,7 @@ from typing import Any
 from proxy.sse import SSEEvent
 
 from ..errors import ErrorKind, UpstreamError, anthropic_error_object, parse_error_object
-from ..streams import EventStream
+from ..streams import EventStream, ToolSlots
 from ..wire import as_object, loads_object, sse
 from .common import anthropic_stop, anthropic_usage
 from .response import reasoning_text
@@ -32,7 +32,8 @@ class ChatToAnthropicStream(EventStream):
         self._model = ""
         self._blocks = 0  # Anthropic content blocks opened so far
         self._open: tuple[str, int] | None = None  # (kind, OpenAI tool index or -1)
-        self._tool_blocks: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
+        self._slots = ToolSlots()
+        self._tool_blocks: dict[int, int] = {}  # tool slot -> Anthropic block index
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
 
@@ -97,10 +98,9 @@ class ChatToAnthropicStream(EventStream):
             self._stop_open(out)
 
     def _tool_piece(self, call: Mapping[str, Any], position: int, out: list[bytes]) -> None:
-        index = call.get("index", position)
-        index = index if isinstance(index, int) else position
+        index, new = self._slots.slot(call, position)
         function = as_object(call.get("function"))
-        if index not in self._tool_blocks:
+        if new:
             block = {
                 "type": "tool_use",
                 "id": call.get("id") or f"toolu_{self._id}_{index}",

@@ -18,7 +18,7 @@ from typing import Any
 from proxy.sse import SSEEvent
 
 from ..errors import ErrorKind, UpstreamError, openai_error_object, parse_error_object
-from ..streams import EventStream
+from ..streams import EventStream, ToolSlots
 from ..wire import as_object, loads_object, sse
 from .response import (
     ResponseContext,
@@ -54,7 +54,8 @@ class ChatToResponsesStream(EventStream):
         self._model = ""
         self._items: list[_Item] = []
         self._open_text: _Item | None = None  # the message or reasoning item receiving text
-        self._tools: dict[int, _Item] = {}  # chat tool index -> its open function_call item
+        self._slots = ToolSlots()
+        self._tools: dict[int, _Item] = {}  # tool slot -> its open function_call item
         self._done_items: dict[int, dict[str, Any]] = {}
         self._finish: str | None = None
         self._usage: Mapping[str, Any] = {}
@@ -139,17 +140,16 @@ class ChatToResponsesStream(EventStream):
             self._emit(out, "response.reasoning_text.delta", {**where, "delta": piece})
 
     def _tool_piece(self, call: Mapping[str, Any], position: int, out: list[bytes]) -> None:
-        index = call.get("index", position)
-        index = index if isinstance(index, int) else position
+        index, new = self._slots.slot(call, position)
         function = as_object(call.get("function"))
-        item = self._tools.get(index)
-        if item is None:
+        if new:
             self._close_text(out)
             call_id = str(call.get("id") or f"call_{self.ctx.suffix}_{index}")
-            item = self._new_item(
-                "function_call", out, call_id=call_id, name=str(function.get("name", ""))
-            )
-            self._tools[index] = item
+            name = str(function.get("name", ""))
+            self._tools[index] = self._new_item("function_call", out, call_id=call_id, name=name)
+        item = self._tools.get(index)
+        if item is None:  # a piece after the finish: nothing open to add it to
+            return
         piece = function.get("arguments")
         if isinstance(piece, str) and piece:
             item.text.append(piece)
