@@ -27,6 +27,9 @@ class TranslationOptions:
     """How the output cap is spelled towards a chat upstream: ``max_tokens`` is understood
     by llama.cpp, vLLM, Ollama and OpenAI's non-reasoning models; OpenAI's o-series and
     GPT-5 want ``max_completion_tokens``."""
+    reasoning: bool = True
+    """Translate thinking / ``reasoning_effort``. Off for upstream models without reasoning:
+    OpenAI answers 400 to ``reasoning_effort`` on a non-reasoning model."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -728,3 +728,40 @@ def test_chat_to_anthropic_and_back_is_lossless(body: dict[str, Any]) -> None:
     back = chat_request(dict(anthropic.body or {}), OPTIONS)
     assert () == anthropic.dropped == back.dropped
     assert chat_normal(body) == chat_normal(dict(back.body or {}))
+
+
+NO_REASONING = TranslationOptions(reasoning=False)
+
+
+@pytest.mark.parametrize(
+    ("translate", "body", "dropped"),
+    [
+        (
+            chat_request,
+            {
+                "model": "m",
+                "max_tokens": 9,
+                "messages": [],
+                "thinking": {"type": "enabled", "budget_tokens": 2048},
+            },
+            ("thinking",),
+        ),
+        (
+            chat_request,
+            {"model": "m", "max_tokens": 9, "messages": [], "thinking": {"type": "disabled"}},
+            (),
+        ),
+        (
+            anthropic_request,
+            {"model": "m", "max_tokens": 9, "messages": [], "reasoning_effort": "high"},
+            ("reasoning_effort",),
+        ),
+    ],
+    ids=["anthropic-thinking", "anthropic-thinking-disabled", "chat-reasoning-effort"],
+)
+def test_reasoning_off_drops_and_lists_it(
+    translate: Any, body: dict[str, Any], dropped: tuple[str, ...]
+) -> None:
+    translated = translate(body, NO_REASONING)
+    assert dropped == translated.dropped
+    assert not {"reasoning_effort", "thinking"} & set(translated.body)

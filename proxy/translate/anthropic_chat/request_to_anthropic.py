@@ -48,6 +48,8 @@ def anthropic_request(body: Mapping[str, Any], options: TranslationOptions) -> T
     for key, value in body.items():
         if key not in _MAPPED and value is not None and _HARMLESS.get(key, ...) != value:
             dropped.add(key)
+    if not options.reasoning and body.get("reasoning_effort") not in (None, "none"):
+        dropped.add("reasoning_effort")
     notes: list[str] = []
     system, messages = _messages(body.get("messages"), dropped)
     out: dict[str, Any] = {"model": body.get("model")}
@@ -93,6 +95,8 @@ def _max_tokens_and_thinking(
     if not isinstance(asked, int):
         asked = body.get("max_tokens")
     budget = THINKING_BUDGET.get(body.get("reasoning_effort"))  # type: ignore[arg-type]
+    if not options.reasoning:
+        budget = None
     if isinstance(asked, int) and not isinstance(asked, bool):
         out["max_tokens"] = asked
         if budget is not None and budget >= asked:

@@ -55,7 +55,7 @@ def chat_request(body: Mapping[str, Any], options: TranslationOptions) -> Transl
     if isinstance(stops, list) and stops:
         out["stop"] = stops
     _tools(body, out, dropped)
-    _reasoning(body, out, dropped)
+    _reasoning(body, out, dropped, options.reasoning)
     user = as_object(body.get("metadata")).get("user_id")
     if isinstance(user, str):
         out["user"] = user
@@ -257,14 +257,21 @@ def _tools(body: Mapping[str, Any], out: dict[str, Any], dropped: Dropped) -> No
     )
 
 
-def _reasoning(body: Mapping[str, Any], out: dict[str, Any], dropped: Dropped) -> None:
+def _reasoning(
+    body: Mapping[str, Any], out: dict[str, Any], dropped: Dropped, reasoning: bool
+) -> None:
     """``thinking`` (budget) or ``output_config.effort`` -> ``reasoning_effort``;
     ``output_config.format`` (structured output) -> ``response_format``."""
     thinking = as_object(body.get("thinking"))
     config = as_object(body.get("output_config"))
     effort = config.get("effort")
     budget = thinking.get("budget_tokens")
-    if thinking.get("type") == "enabled" and isinstance(budget, int):
+    if not reasoning:
+        if thinking.get("type") not in (None, "disabled"):
+            dropped.add("thinking")
+        if effort is not None:
+            dropped.add("output_config.effort")
+    elif thinking.get("type") == "enabled" and isinstance(budget, int):
         out["reasoning_effort"] = effort_for_budget(budget)
     elif thinking.get("type") in ("enabled", "adaptive") or effort in ANTHROPIC_EFFORTS:
         out["reasoning_effort"] = chat_effort(effort) if effort in ANTHROPIC_EFFORTS else "medium"

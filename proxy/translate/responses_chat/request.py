@@ -67,7 +67,7 @@ def chat_request(
         if body.get(name) is not None:
             out[name] = body[name]
     _tools(body, out, dropped)
-    _text_and_reasoning(body, out, dropped)
+    _text_and_reasoning(body, out, dropped, options)
     stream = body.get("stream") is True
     if stream:
         out["stream"] = True
@@ -183,7 +183,9 @@ def _tools(body: Mapping[str, Any], out: dict[str, Any], dropped: Dropped) -> No
         out["parallel_tool_calls"] = body["parallel_tool_calls"]
 
 
-def _text_and_reasoning(body: Mapping[str, Any], out: dict[str, Any], dropped: Dropped) -> None:
+def _text_and_reasoning(
+    body: Mapping[str, Any], out: dict[str, Any], dropped: Dropped, options: TranslationOptions
+) -> None:
     text = as_object(body.get("text"))
     fmt = as_object(text.get("format"))
     if fmt.get("type") == "json_schema":
@@ -194,8 +196,8 @@ def _text_and_reasoning(body: Mapping[str, Any], out: dict[str, Any], dropped: D
     if "verbosity" in text:
         out["verbosity"] = text["verbosity"]
     reasoning = as_object(body.get("reasoning"))
-    if isinstance(reasoning.get("effort"), str):
+    if isinstance(reasoning.get("effort"), str) and options.reasoning:
         out["reasoning_effort"] = reasoning["effort"]
     for key in reasoning:
-        if key != "effort" and reasoning[key] is not None:
+        if (key != "effort" or not options.reasoning) and reasoning[key] is not None:
             dropped.add(f"reasoning.{key}")
