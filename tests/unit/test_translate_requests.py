@@ -601,7 +601,7 @@ def anthropic_normal(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(anthropic_requests())
 def test_anthropic_to_chat_and_back_is_lossless(body: dict[str, Any]) -> None:
     chat = chat_request(body, OPTIONS)
@@ -721,7 +721,7 @@ def chat_normal(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "messages": messages}
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_requests())
 def test_chat_to_anthropic_and_back_is_lossless(body: dict[str, Any]) -> None:
     anthropic = anthropic_request(body, OPTIONS)
