@@ -10,6 +10,7 @@ from typing import Any
 
 from .calls import Call, Reply
 from .content import Template, chunk_text, dumps, fake_text, hole, prompt_tokens, sse
+from .tool_calls import ToolCall, anthropic_forced_calls, piece_count
 
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 _MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
@@ -44,7 +45,10 @@ def _stop_reason(call: Call) -> str:
 
 
 def messages(call: Call) -> Reply:
-    """``POST /v1/messages``."""
+    """``POST /v1/messages``; a forced ``tool_choice`` gets tool_use blocks (tool_calls.py)."""
+    tool_calls = anthropic_forced_calls(call.payload)
+    if tool_calls:
+        return _tool_reply(call, tool_calls)
     if call.stream:
         return Reply(events=_message_events(call), content_type="text/event-stream; charset=utf-8")
     content = [{"type": "text", "text": fake_text(call.content_chunks)}]
@@ -90,6 +94,50 @@ def _message_events(call: Call) -> list[bytes]:
         sse({"type": "message_stop"}, "message_stop"),
     ]
     return events
+
+
+def _tool_block(call: Call, c: ToolCall, whole: bool) -> dict[str, Any]:
+    return {
+        "type": "tool_use",
+        "id": f"toolu_fake_{call.key}_{c.index}",
+        "name": c.name,
+        "input": c.arguments if whole else {},
+    }
+
+
+def _tool_reply(call: Call, calls: list[ToolCall]) -> Reply:
+    """tool_use blocks with ``toolu_fake_...`` ids: whole, or streamed as input_json_delta."""
+    output = piece_count(calls, call.chunks)
+    if not call.stream:
+        content = [_tool_block(call, c, whole=True) for c in calls]
+        return Reply(body=dumps(_message(call, content, "tool_use", output)))
+    start = {"type": "message_start", "message": _message(call, [], None, 1)}
+    events = [sse(start, "message_start")]
+    for c in calls:
+        block = {"type": "content_block_start", "index": c.index}
+        events.append(
+            sse(
+                {**block, "content_block": _tool_block(call, c, whole=False)}, "content_block_start"
+            )
+        )
+        if c.index == 0:
+            events.append(sse({"type": "ping"}, "ping"))
+        for piece in ["", *c.pieces(call.chunks)]:  # the real API opens with an empty piece
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            events.append(
+                sse(
+                    {"type": "content_block_delta", "index": c.index, "delta": delta},
+                    "content_block_delta",
+                )
+            )
+        events.append(sse({"type": "content_block_stop", "index": c.index}, "content_block_stop"))
+    final = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"output_tokens": output},
+    }
+    events += [sse(final, "message_delta"), sse({"type": "message_stop"}, "message_stop")]
+    return Reply(events=events, content_type="text/event-stream; charset=utf-8")
 
 
 def count_tokens(call: Call) -> Reply:

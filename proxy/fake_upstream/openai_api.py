@@ -23,6 +23,7 @@ from .content import (
     sse,
 )
 from .content import prompt_tokens as count_prompt
+from .tool_calls import ToolCall, openai_forced_calls, piece_count
 
 DONE = b"data: [DONE]\n\n"
 MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
@@ -30,8 +31,9 @@ EMBEDDING_DIMENSIONS = 8
 """Default vector length; the request's ``dimensions`` overrides it."""
 
 
-def _chat_usage(call: Call) -> dict[str, Any]:
-    prompt, completion = count_prompt(call.payload), call.content_chunks
+def _chat_usage(call: Call, completion: int | None = None) -> dict[str, Any]:
+    prompt = count_prompt(call.payload)
+    completion = call.content_chunks if completion is None else completion
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -47,10 +49,13 @@ def _chat_usage(call: Call) -> dict[str, Any]:
 
 
 def chat_completions(call: Call) -> Reply:
-    """``POST /v1/chat/completions``."""
+    """``POST /v1/chat/completions``; a forced ``tool_choice`` gets tool calls (tool_calls.py)."""
+    tool_calls = openai_forced_calls(call.payload)
+    if tool_calls:
+        return _tool_reply(call, tool_calls)
     if call.stream:
         return Reply(events=_chat_events(call), content_type="text/event-stream; charset=utf-8")
-    message = {
+    message: dict[str, Any] = {
         "role": "assistant",
         "content": fake_text(call.content_chunks),
         "refusal": None,
@@ -102,6 +107,70 @@ def _chat_events(call: Call) -> list[bytes]:
     events.append(sse(chunk({}, "length" if call.truncated else "stop")))
     if include_usage:
         events.append(sse({**base, "choices": [], "usage": _chat_usage(call)}))
+    events.append(DONE)
+    return events
+
+
+def _chat_base(call: Call) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-fake-{call.key}",
+        "object": "chat.completion.chunk" if call.stream else "chat.completion",
+        "created": CREATED,
+        "model": call.model,
+    }
+
+
+def _tool_reply(call: Call, calls: list[ToolCall]) -> Reply:
+    """Tool calls with ``call_fake_...`` ids: whole, or streamed as argument pieces."""
+    usage = _chat_usage(call, piece_count(calls, call.chunks))
+    if call.stream:
+        return Reply(
+            events=_tool_events(call, calls, usage), content_type="text/event-stream; charset=utf-8"
+        )
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_fake_{call.key}_{c.index}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments_json},
+            }
+            for c in calls
+        ],
+        "refusal": None,
+        "annotations": [],
+    }
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+    return Reply(body=dumps({**_chat_base(call), "choices": [choice], "usage": usage}))
+
+
+def _tool_events(call: Call, calls: list[ToolCall], usage: dict[str, Any]) -> list[bytes]:
+    """Role chunk, then per call a chunk with id and name followed by its argument pieces,
+    a ``tool_calls`` finish chunk, the usage chunk when asked for, ``[DONE]``."""
+    options = call.payload.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse({**_chat_base(call), "choices": [choice]})
+
+    events = [chunk({"role": "assistant", "content": None, "refusal": None})]
+    for c in calls:
+        head = {
+            "index": c.index,
+            "id": f"call_fake_{call.key}_{c.index}",
+            "type": "function",
+            "function": {"name": c.name, "arguments": ""},
+        }
+        events.append(chunk({"tool_calls": [head]}))
+        events += [
+            chunk({"tool_calls": [{"index": c.index, "function": {"arguments": piece}}]})
+            for piece in c.pieces(call.chunks)
+        ]
+    events.append(chunk({}, "tool_calls"))
+    if include_usage:
+        events.append(sse({**_chat_base(call), "choices": [], "usage": usage}))
     events.append(DONE)
     return events
 
