@@ -51,7 +51,9 @@ def build_state(
         config=config,
         router=Router(config.routes),
         pipeline=Pipeline(plugins(config, res)),
-        dispatcher=AttemptLoop(res.session, config.timeouts, res.cooldowns, res.logger),
+        dispatcher=AttemptLoop(
+            res.session, config.timeouts, res.cooldowns, res.logger, res.responses
+        ),
         logger=res.logger,
     )
 

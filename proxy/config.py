@@ -54,6 +54,9 @@ class Upstream:
     api_key: str | None = field(default=None, repr=False)
     models: dict[str, str] = field(default_factory=dict)
     """Model-name mapping applied when this upstream serves a request (e.g. a fallback vendor)."""
+    api: Literal["openai_chat", "openai_responses", "anthropic"] | None = None
+    """The API this upstream speaks when it differs from the route's: requests and answers
+    are then translated (only for the endpoints a translation knows). None: the route's."""
     pass_client_credentials: bool = False
     """Send the client's own credential here even though it is not the route's first upstream.
     Off by default: a client's key is meant for the upstream the route names first."""

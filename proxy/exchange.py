@@ -18,7 +18,14 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from .config import Upstream
-from .outcomes import Attempt, ContextOutcome, RetryOutcome, SlotKey, UsageOutcome
+from .outcomes import (
+    Attempt,
+    ContextOutcome,
+    RetryOutcome,
+    SlotKey,
+    TranslationOutcome,
+    UsageOutcome,
+)
 from .routing import RouteTarget
 
 T = TypeVar("T")
@@ -66,6 +73,7 @@ class Exchange:
         "t_first_token",
         "t_start",
         "tail",
+        "translation",
         "upstream",
         "upstream_headers",
         "usage",
@@ -86,6 +94,7 @@ class Exchange:
         self.retry = RetryOutcome()
         self.usage: UsageOutcome | None = None
         self.context: ContextOutcome | None = None
+        self.translation: TranslationOutcome | None = None
         self.response_headers: dict[str, str] = {}
         self.outgoing_headers: dict[str, str] = {}
         """Headers a plugin adds to every upstream attempt (e.g. a trace context)."""

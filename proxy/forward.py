@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -12,7 +14,7 @@ from yarl import URL
 from .config import Timeouts, Upstream
 from .errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from .exchange import Exchange
-from .providers import CREDENTIAL_HEADERS
+from .providers import CREDENTIAL_HEADERS, PROVIDERS, ProviderSpec
 from .routing import upstream_url
 
 HOP_BY_HOP = frozenset(
@@ -55,21 +57,35 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     return {t.strip().lower() for t in value.split(",")} if value else set()
 
 
+def upstream_provider(ex: Exchange, upstream: Upstream) -> ProviderSpec:
+    """The auth and error style the upstream itself speaks (its own API family, if declared)."""
+    assert ex.route is not None
+    if upstream.api is None:
+        return ex.route.provider
+    return PROVIDERS["anthropic" if upstream.api == "anthropic" else "openai"]
+
+
 def sends_client_credentials(ex: Exchange, upstream: Upstream) -> bool:
     """A client's own credential is meant for the route's first upstream only.
 
     An upstream with a configured key gets that key and nothing else; a fallback without one
-    gets no credential at all (a local server may need none) unless it opts in.
+    gets no credential at all (a local server may need none) unless it opts in. A client's
+    key never goes to an upstream of another provider family.
     """
-    if upstream.api_key:
-        return False
     assert ex.route is not None
+    if upstream.api_key or upstream_provider(ex, upstream) is not ex.route.provider:
+        return False
     first = ex.route.config.upstreams[0]
     return upstream is first or upstream.pass_client_credentials
 
 
-def request_headers(ex: Exchange, upstream: Upstream) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop and ``x-proxy-*`` controls, plus id and credential."""
+def request_headers(
+    ex: Exchange, upstream: Upstream, replace: Mapping[str, str] | None = None
+) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop and ``x-proxy-*`` controls, plus id and credential.
+
+    ``replace``: headers a translation sets instead of the client's (content type, API version).
+    """
     src = ex.request.headers
     drop = _NOT_FORWARDED_UP | _connection_tokens(src)
     if not sends_client_credentials(ex, upstream):
@@ -79,16 +95,36 @@ def request_headers(ex: Exchange, upstream: Upstream) -> CIMultiDict[str]:
         lower = name.lower()
         if lower not in drop and not lower.startswith("x-proxy-"):
             out.add(name, value)
+    for name, value in (replace or {}).items():
+        out[name] = value
     out["x-request-id"] = ex.request_id
     for name, value in ex.outgoing_headers.items():
         out[name] = value
     if "Accept-Encoding" not in out:
         out["Accept-Encoding"] = "identity"
     if upstream.api_key:
-        assert ex.route is not None
-        provider = ex.route.provider
+        provider = upstream_provider(ex, upstream)
         out[provider.auth_header] = provider.auth_prefix + upstream.api_key
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One attempt's request as it goes on the wire."""
+
+    method: str
+    tail: str
+    """The path after the upstream's base URL, as encoded."""
+    query: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    @classmethod
+    def forwarded(cls, ex: Exchange, upstream: Upstream, body: bytes) -> Outgoing:
+        """The client's request as it came (``body`` may carry a mapped model name)."""
+        query = ex.request.rel_url.raw_query_string
+        headers = request_headers(ex, upstream)
+        return cls(ex.request.method, ex.tail, query, headers, body)
 
 
 def response_headers(upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -234,26 +270,21 @@ async def read_head(live: LiveResponse, limit: int, timeout_s: float) -> ReplayR
 
 
 async def open_attempt(
-    session: aiohttp.ClientSession,
-    ex: Exchange,
-    upstream: Upstream,
-    body: bytes,
-    timeouts: Timeouts,
+    session: aiohttp.ClientSession, upstream: Upstream, out: Outgoing, timeouts: Timeouts
 ) -> LiveResponse:
     """Send the request and return once response headers arrived (first byte), body unread.
 
     Connect errors become 502, a malformed answer 502 and a first-byte timeout 504; the
     caller decides about retries. Messages name the upstream, never a credential.
     """
-    query = ex.request.rel_url.raw_query_string
-    url = URL(upstream_url(upstream.base_url, ex.tail, query), encoded=True)
+    url = URL(upstream_url(upstream.base_url, out.tail, out.query), encoded=True)
     try:
         async with asyncio.timeout(timeouts.first_byte_s):
             resp = await session.request(
-                ex.request.method,
+                out.method,
                 url,
-                headers=request_headers(ex, upstream),
-                data=body if body or ex.request.method not in ("GET", "HEAD") else None,
+                headers=out.headers,
+                data=out.body if out.body or out.method not in ("GET", "HEAD") else None,
                 allow_redirects=False,
             )
     except TimeoutError:

@@ -124,6 +124,10 @@ class _Serving:
                 raise result.error
             ex.upstream = result.upstream
             ex.response_headers["x-proxy-upstream"] = result.upstream.name
+            if result.translation is not None:
+                ex.translation = result.translation
+                crossing = f"{result.translation.client}->{result.translation.upstream}"
+                ex.response_headers["x-proxy-translated"] = crossing
             upstream = result.response
             try:
                 self.client = await start_response(ex, upstream)
@@ -133,6 +137,8 @@ class _Serving:
                 upstream.close()
                 raise
             upstream.release()
+            if result.settle is not None:
+                await result.settle()
             return self.client
 
     def _note_attempts(self) -> None:

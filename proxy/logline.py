@@ -88,6 +88,13 @@ def log_fields(ex: Exchange) -> dict[str, Any]:
         "client": ex.request.remote,
         "error": ex.error,
     }
+    if ex.translation is not None:
+        fields["translation"] = {
+            "client": ex.translation.client,
+            "upstream": ex.translation.upstream,
+            "dropped": list(ex.translation.dropped),
+            "notes": list(ex.translation.notes),
+        }
     if ex.json_error is not None:
         fields["body_parse_error"] = ex.json_error
     if ex.plugin_errors:

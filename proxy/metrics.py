@@ -240,7 +240,8 @@ class Metrics:
             "llm_proxy_precommit_failovers",
             "Streams that failed before their first content and were tried again "
             "(reason: error_event, cut, idle, empty).",
-            ["upstream", "reason"], registry=r,
+            ["upstream", "reason"],
+            registry=r,
         )
         self.wait_seconds = Counter(
             "llm_proxy_retry_wait_seconds",

@@ -37,6 +37,9 @@ class AttemptReason(enum.StrEnum):
     """A 200 stream that failed before its first content (see ``StreamFailure``)."""
     ERROR_BODY = "error_body"
     """A 200 JSON answer carrying an error instead of a completion (when the route says so)."""
+    LOCAL = "answered_locally"
+    """Not sent: the proxy answered for this upstream (an endpoint its API lacks, a local
+    token count) or could not put the request in its API."""
 
 
 class StreamFailure(enum.StrEnum):
@@ -73,7 +76,7 @@ class Attempt:
 
     @property
     def sent(self) -> bool:
-        return self.reason is not AttemptReason.COOLING_DOWN
+        return self.reason not in (AttemptReason.COOLING_DOWN, AttemptReason.LOCAL)
 
 
 @dataclass(slots=True)
@@ -86,6 +89,17 @@ class RetryOutcome:
     """Upstreams whose cooldown (set by another request's 429) this request waited out."""
     exhausted: bool = False
     """The proxy already retried and gives up: the client is told not to retry again."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationOutcome:
+    """The answer crossed API families: the client's API, the upstream's, and what the
+    translation could not carry over (``dropped``) or chose itself (``notes``)."""
+
+    client: str
+    upstream: str
+    dropped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .resilience.cooldown import CooldownStore
 from .sdnotify import Notifier
 from .state import AppState, StateHolder
+from .translate import MemoryResponseStore, ResponseStore
 
 
 @dataclass(slots=True)
@@ -34,6 +35,8 @@ class Resources:
     logger: Any
     cooldowns: CooldownStore
     metrics: Metrics
+    responses: ResponseStore = field(default_factory=MemoryResponseStore)
+    """Responses API conversations kept for clients served through a translation."""
 
 
 RESOURCES = web.AppKey("resources", Resources)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +20,14 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from ..config import Retry, Timeouts, Upstream
+from ..crossing import LocalResponse, client_view, outcome_of, plan_for, prepare
 from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
-from ..forward import LiveResponse, ReplayResponse, UpstreamResponse, open_attempt, read_head
-from ..outcomes import Attempt, AttemptReason
+from ..forward import LiveResponse, Outgoing, UpstreamResponse, open_attempt, read_head
+from ..outcomes import Attempt, AttemptReason, TranslationOutcome
 from ..stream_content import StreamFamily, stream_family
+from ..translate import LocalAnswer, Passthrough, ResponseStore, Translation, Unsupported
+from ..translate.families import provider_of
 from .commit import Committed, HoldLimits, hold_until_content
 from .cooldown import CooldownStore
 from .hints import backoff, is_quota_exhausted, parse_wait, proactive_cooldown
@@ -49,6 +53,20 @@ class Answer:
 
     response: UpstreamResponse
     upstream: Upstream
+    translation: TranslationOutcome | None = None
+    """Set when the answer came through a translation between API families."""
+    settle: Callable[[], Awaitable[None]] | None = None
+    """To await once the client has the whole answer (a translation keeps its state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An upstream's answer as received, before it is turned into the client's API."""
+
+    response: UpstreamResponse
+    upstream: Upstream
+    plan: Translation | None = None
+    translation: TranslationOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +88,27 @@ class _Failed:
     """Trying this upstream again may help (never after a timeout, quota or malformed answer)."""
     fall_back: bool = True
     """Trying the next upstream may help (not after a timeout unless the route allows it)."""
-    answer: ReplayResponse | None = None
+    answer: _Reply | None = None
     """The upstream's own error answer, kept in case nothing better comes."""
     error: ProxyError | None = None
 
 
-def _held_family(ex: Exchange, live: LiveResponse) -> StreamFamily | None:
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    """One attempt's request in the upstream's own API, and how to read its answer."""
+
+    upstream: Upstream
+    outgoing: Outgoing
+    provider: str
+    """The API style the upstream answers in ("openai" or "anthropic")."""
+    plan: Translation | None = None
+    translation: TranslationOutcome | None = None
+
+    def reply(self, response: UpstreamResponse) -> _Reply:
+        return _Reply(response, self.upstream, self.plan, self.translation)
+
+
+def _held_family(leg: _Leg, live: LiveResponse) -> StreamFamily | None:
     """The grammar of a stream whose head can be held: an uncompressed SSE answer on an
     endpoint whose events the proxy knows. Anything else commits on its first byte."""
     headers = live.headers
@@ -83,8 +116,7 @@ def _held_family(ex: Exchange, live: LiveResponse) -> StreamFamily | None:
         return None
     if headers.get("Content-Encoding", "identity").lower() != "identity":
         return None
-    assert ex.route is not None
-    return stream_family(ex.route.provider.name, ex.tail)
+    return stream_family(leg.provider, leg.outgoing.tail)
 
 
 def _is_json(live: LiveResponse) -> bool:
@@ -147,12 +179,19 @@ class AttemptLoop:
     """Tries a route's upstreams in priority order within a retry budget."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, timeouts: Timeouts, store: CooldownStore, logger: Any
+        self,
+        session: aiohttp.ClientSession,
+        timeouts: Timeouts,
+        store: CooldownStore,
+        logger: Any,
+        responses: ResponseStore | None = None,
     ) -> None:
         self.session = session
         self.timeouts = timeouts
         self.store = store
         self.log = logger
+        self.responses = responses
+        """Responses API conversations, for clients served through a translation."""
 
     async def dispatch(self, ex: Exchange) -> Dispatch:
         return await _Run(self, ex).go()
@@ -168,7 +207,7 @@ class _Run:
         self.upstreams = ex.route.config.upstreams
         self.budget = wait_budget(ex, self.retry)
         self.index = 0
-        self.kept: tuple[ReplayResponse, Upstream] | None = None
+        self.kept: _Reply | None = None
         self.error: ProxyError | None = None
 
     @property
@@ -182,37 +221,44 @@ class _Run:
     async def go(self) -> Dispatch:
         try:
             while self.index < len(self.upstreams):
-                answer = await self._try_upstream(self.upstreams[self.index])
-                if answer is not None:
+                reply = await self._try_upstream(self.upstreams[self.index])
+                if reply is not None:
                     self._discard_kept()
-                    return answer
+                    return await self._deliver(reply)
                 self.index += 1
-            return self._give_up()
+            return await self._give_up()
         except BaseException:
             self._discard_kept()
             raise
 
-    def _give_up(self) -> Dispatch:
+    async def _give_up(self) -> Dispatch:
         """The best the client can get: the last upstream error answer, else the proxy's."""
         sent = sum(1 for a in self.ex.attempts if a.sent)
         if self.budget > 0 and (sent > 1 or self._quota_exhausted()):
             self.ex.retry.exhausted = True  # the SDK should not multiply our retries
         if self.kept is not None:
-            response, upstream = self.kept
-            return Answer(response, upstream)
+            kept, self.kept = self.kept, None
+            return await self._deliver(kept)
         assert self.error is not None
         return GiveUp(self.error)
+
+    async def _deliver(self, reply: _Reply) -> Answer:
+        """The answer in the client's API (translated back when the attempt was)."""
+        if reply.plan is None:
+            return Answer(reply.response, reply.upstream, reply.translation)
+        response = await client_view(reply.plan, reply.response)
+        return Answer(response, reply.upstream, reply.translation, reply.plan.settle)
 
     def _quota_exhausted(self) -> bool:
         return any(a.reason is AttemptReason.QUOTA_EXHAUSTED for a in self.ex.attempts)
 
-    async def _try_upstream(self, upstream: Upstream) -> Answer | None:
+    async def _try_upstream(self, upstream: Upstream) -> _Reply | None:
         """Attempts on one upstream; None means "go on to the next one"."""
         for n in range(self.retry.max_attempts):
             if not await self._respect_cooldown(upstream):
                 return None
             result = await self._attempt(upstream, n)
-            if isinstance(result, Answer):
+            if isinstance(result, _Reply):
                 return result
             self._keep(result, upstream)
             if not result.fall_back:
@@ -227,13 +273,13 @@ class _Run:
     def _keep(self, failed: _Failed, upstream: Upstream) -> None:
         if failed.answer is not None:
             self._discard_kept()
-            self.kept = (failed.answer, upstream)
+            self.kept = failed.answer
         if failed.error is not None:
             self.error = failed.error
 
     def _discard_kept(self) -> None:
         if self.kept is not None:
-            self.kept[0].close()
+            self.kept.response.close()
             self.kept = None
 
     async def _respect_cooldown(self, upstream: Upstream) -> bool:
@@ -257,38 +303,59 @@ class _Run:
         await self._sleep(remaining, booked=False)
         return True
 
-    async def _attempt(self, upstream: Upstream, n: int) -> Answer | _Failed:
+    async def _attempt(self, upstream: Upstream, n: int) -> _Reply | _Failed:
         """Send once and classify the answer."""
         t0 = time.monotonic()
         record = Attempt(upstream.name, AttemptReason.ANSWERED, started=t0)
         self.ex.attempts.append(record)
         try:
-            live = await open_attempt(
-                self.loop.session,
-                self.ex,
-                upstream,
-                body_for(self.ex, upstream),
-                self.loop.timeouts,
-            )
+            leg = await self._leg(upstream)
+        except ProxyError as error:  # the request cannot be put in this upstream's API
+            record.reason, record.started, record.detail = AttemptReason.LOCAL, None, error.message
+            return _Failed(0.0, retry_same=False, error=error)
+        if isinstance(leg, _Reply):  # answered without calling the upstream
+            record.reason, record.started = AttemptReason.LOCAL, None
+            record.status = leg.response.status
+            return leg
+        try:
+            live = await open_attempt(self.loop.session, upstream, leg.outgoing, self.loop.timeouts)
         except ProxyError as error:
             return self._failed_to_send(record, error, n, t0)
         record.status = live.status
         record.duration_s = time.monotonic() - t0
         await self._note_limits(upstream, live.headers)
         if live.status in self.retry.retry_on:
-            return await self._retryable(record, upstream, live, n)
+            return await self._retryable(record, leg, live, n)
         if live.status == 200:
-            return await self._accept_ok(record, upstream, live, n)
-        return Answer(live, upstream)
+            return await self._accept_ok(record, leg, live, n)
+        return leg.reply(live)
+
+    async def _leg(self, upstream: Upstream) -> _Leg | _Reply:
+        """The request as this upstream takes it: forwarded, translated, or answered here."""
+        ex = self.ex
+        assert ex.route is not None
+        plan = plan_for(ex, upstream, self.loop.responses)
+        if isinstance(plan, Unsupported):
+            return _Reply(LocalResponse(plan.response()), upstream)
+        if isinstance(plan, Passthrough):
+            outgoing = Outgoing.forwarded(ex, upstream, body_for(ex, upstream))
+            return _Leg(upstream, outgoing, ex.route.provider.name)
+        prepared = await prepare(ex, upstream, plan)
+        if isinstance(prepared, LocalAnswer):
+            outcome = outcome_of(plan, prepared)
+            return _Reply(LocalResponse(prepared.response), upstream, translation=outcome)
+        outcome = outcome_of(plan, prepared.request)
+        provider = provider_of(plan.upstream)
+        return _Leg(upstream, prepared.outgoing, provider, plan, outcome)
 
     async def _accept_ok(
-        self, record: Attempt, upstream: Upstream, live: LiveResponse, n: int
-    ) -> Answer | _Failed:
+        self, record: Attempt, leg: _Leg, live: LiveResponse, n: int
+    ) -> _Reply | _Failed:
         """A 200 may still fail before it carries anything: a stream's head is held until
         its first content (the commit point), and an error body can be recognised."""
         assert self.ex.route is not None
         streaming = self.ex.route.config.streaming
-        family = _held_family(self.ex, live) if streaming.commit_point else None
+        family = _held_family(leg, live) if streaming.commit_point else None
         if family is not None:
             limits = HoldLimits(
                 streaming.max_hold_s,
@@ -298,21 +365,22 @@ class _Run:
             held = await hold_until_content(live, family, limits)
             if isinstance(held, Committed):
                 self.ex.t_commit = time.monotonic()
-                return Answer(held.response, upstream)
+                return leg.reply(held.response)
             record.reason = AttemptReason.STREAM_FAILED
             record.stream_failure, record.event_type = held.failure, held.event_type
             record.held_bytes = held.held_bytes
             wait = self._backoff(record, n)
             if held.event_type in _OVERLOAD_EVENTS:
-                await self.loop.store.cool(cooldown_key(upstream), time.time() + wait)
-            return _Failed(wait, retry_same=True, answer=held.response)
+                await self.loop.store.cool(cooldown_key(leg.upstream), time.time() + wait)
+            return _Failed(wait, retry_same=True, answer=leg.reply(held.response))
         if streaming.error_bodies and _is_json(live):
             answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
             if _is_error_body(answer.head):
                 record.reason = AttemptReason.ERROR_BODY
-                return _Failed(self._backoff(record, n), retry_same=True, answer=answer)
-            return Answer(answer, upstream)
-        return Answer(live, upstream)
+                wait = self._backoff(record, n)
+                return _Failed(wait, retry_same=True, answer=leg.reply(answer))
+            return leg.reply(answer)
+        return leg.reply(live)
 
     def _failed_to_send(self, record: Attempt, error: ProxyError, n: int, t0: float) -> _Failed:
         record.duration_s = time.monotonic() - t0
@@ -327,15 +395,14 @@ class _Run:
         record.reason = AttemptReason.UNREACHABLE
         return _Failed(self._backoff(record, n), retry_same=True, error=error)
 
-    async def _retryable(
-        self, record: Attempt, upstream: Upstream, live: LiveResponse, n: int
-    ) -> _Failed:
+    async def _retryable(self, record: Attempt, leg: _Leg, live: LiveResponse, n: int) -> _Failed:
         """A status in ``retry_on``: read its body (kept whole for the client) and its hints."""
+        upstream = leg.upstream
         record.reason = AttemptReason.RETRYABLE_STATUS
         answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
         if is_quota_exhausted(live.status, answer.head):
             record.reason = AttemptReason.QUOTA_EXHAUSTED
-            return _Failed(0.0, retry_same=False, answer=answer)
+            return _Failed(0.0, retry_same=False, answer=leg.reply(answer))
         hint, unparsed = parse_wait(live.headers)
         for raw in unparsed:
             self.loop.log.warning(
@@ -347,7 +414,7 @@ class _Run:
             wait = self._backoff(record, n)
         if live.status in _OVERLOAD:
             await self.loop.store.cool(cooldown_key(upstream), time.time() + wait)
-        return _Failed(wait, retry_same=True, answer=answer)
+        return _Failed(wait, retry_same=True, answer=leg.reply(answer))
 
     def _backoff(self, record: Attempt, n: int) -> float:
         record.hint = "backoff"
