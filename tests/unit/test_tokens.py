@@ -273,7 +273,8 @@ def test_encodings_load_in_fresh_process_with_network_denied_and_empty_cache(
 def test_tampered_encoding_file_is_refused(tmp_path: Path) -> None:
     package = tmp_path / "proxy"
     shutil.copytree(REPO / "proxy" / "context", package / "context")
-    shutil.copyfile(REPO / "proxy" / "__init__.py", package / "__init__.py")
+    for module in ("__init__.py", "models.py", "model_table.py"):  # the registry it asks
+        shutil.copyfile(REPO / "proxy" / module, package / module)
     with (package / "context" / "encodings" / "cl100k_base.tiktoken").open("ab") as f:
         f.write(b"IQ== 100277\n")
     script = "from proxy.context import tokens; tokens.get_encoding('cl100k_base')"
