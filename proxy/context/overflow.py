@@ -26,7 +26,6 @@ when its sentence is recognised, and a code/type alone yields a record without f
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import re
@@ -88,27 +87,14 @@ def _decoded(body: bytes, content_encoding: str | None) -> Any:
     encoding = (content_encoding or "").strip().lower()
     try:
         if encoding == "gzip" or body[:2] == b"\x1f\x8b":
-            body = gzip.GzipFile(fileobj=_Bytes(body)).read(MAX_ERROR_BYTES + 1)
+            body = zlib.decompressobj(wbits=31).decompress(body, MAX_ERROR_BYTES + 1)
         elif encoding == "deflate":
             body = zlib.decompressobj().decompress(body, MAX_ERROR_BYTES + 1)
         if len(body) > MAX_ERROR_BYTES:
             return None
         return json.loads(body)
-    except (OSError, EOFError, zlib.error, ValueError):
+    except (zlib.error, ValueError):
         return None
-
-
-class _Bytes:
-    """A minimal file object for GzipFile (io.BytesIO copies; this only slices)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n < 0 else self._pos + n
-        chunk = self._data[self._pos : end]
-        self._pos += len(chunk)
-        return chunk
 
 
 def _error_object(doc: Any) -> dict[str, Any]:
