@@ -109,7 +109,7 @@ HANGUL 0.54-1.79 and 2.2 (issue 13); DIGITS 0.77-3.00 (one token per digit); OTH
 
 Z = 3.0
 """Spreads of the log-ratio on each side of the centre."""
-N0 = 2.0
+N0 = 1.0
 """Weight of the prior's width, in samples."""
 SPREAD_FLOOR = 0.02
 """Minimum log-ratio spread: two samples that agree do not make the next request exact."""
