@@ -148,7 +148,7 @@ class ModelRegistry:
         """Built-ins + top-level ``models``, ``pricing`` and ``context.models``; upstream model
         mappings become label-only names. Route-level windows: :meth:`for_context`."""
         rows: dict[str, ModelSpec] = {}
-        for name, entry in getattr(config, "models", {}).items():
+        for name, entry in config.models.items():
             tokenizer = None if entry.tokenizer is None else _TOKENIZERS[entry.tokenizer]
             rows[name] = ModelSpec(entry.window, entry.max_input_tokens, tokenizer)
         for name, p in config.pricing.items():

@@ -12,6 +12,7 @@ from proxy.context.corpus import LANGUAGES, conversation
 from proxy.context.correction import (
     PRIORS,
     Bounds,
+    Correction,
     CorrectionKey,
     Corrections,
     CountMethod,
@@ -150,7 +151,7 @@ def test_prior_bounds_contain_o200k_count_on_every_language(lang: str) -> None:
     for seed in range(5):
         msgs = conversation(lang, 3 + 4 * seed, seed)
         raw = raw_count(body(msgs), Api.CHAT)
-        bounds = Corrections(MemorySampleStore())._priors[raw.script]
+        bounds = PRIORS[raw.script]
         assert bounds.low * raw.tokens <= o200k_true(msgs) <= bounds.high * raw.tokens
 
 
@@ -245,11 +246,6 @@ def test_welford_matches_the_textbook_formulas() -> None:
 
 def test_prior_bounds_before_any_sample() -> None:
     prior = PRIORS[ScriptClass.HANGUL]
-    corrections = Corrections(MemorySampleStore())
-    got = corrections._priors[ScriptClass.HANGUL]
-    assert prior == got
-    from proxy.context.correction import Correction
-
     bounds = Correction(prior).bounds(1000)
     assert (
         Bounds(
