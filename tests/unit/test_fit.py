@@ -132,3 +132,50 @@ def test_error_driven_retry_trims_to_the_servers_figures() -> None:
     fit = fit_retry(data, Api.CHAT, raw, bounds, retry, share=0.7)
     assert fit.body is not None
     assert raw_count(fit.body, Api.CHAT, SMALL).tokens * 1.3 <= 2048 - 512
+
+
+# ---------------------------------------------------------------- the retry loop, end to end
+
+import aiohttp  # noqa: E402
+
+from proxy.context.overflow import parse_overflow  # noqa: E402
+from proxy.fake_upstream import FakeUpstream, prompt_tokens  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("flavour", "path", "api"),
+    [
+        ("openai", "/v1/chat/completions", Api.CHAT),
+        ("llama", "/v1/chat/completions", Api.CHAT),
+        ("vllm", "/v1/chat/completions", Api.CHAT),
+        ("openai", "/v1/messages", Api.MESSAGES),
+    ],
+)
+async def test_over_the_window_by_the_servers_count_ends_in_200_after_one_retry(
+    aiohttp_server: Any, flavour: str, path: str, api: Api
+) -> None:
+    """The proxy's estimate says it may fit; the server (the fake, its own tokenizer) says
+    400; its figures give the retry budget; the trimmed retry is accepted."""
+    fake = FakeUpstream(context_windows={"small-model": 2048}, context_flavour=flavour)  # type: ignore[arg-type]
+    server = await aiohttp_server(fake.make_app())
+    data: dict[str, Any] = {
+        "model": "small-model",
+        "max_tokens": 50,
+        "messages": conversation("en", 40),
+    }
+    raw, bounds = prior_bounds(data, api)
+    budget = input_budget(SMALL.facts("small-model"), Context(), requested_output(data))
+    assert budget is not None and bounds.low <= budget.tokens  # sent as is
+    assert prompt_tokens(data) > 2048
+    async with aiohttp.ClientSession() as session:
+        async with session.post(server.make_url(path), json=data) as resp:
+            record = parse_overflow(resp.status, await resp.read())
+        assert record is not None
+        retry = retry_budget(
+            record, sent_estimate=raw.tokens, reserve=requested_output(data), known_window=2048
+        )
+        assert retry is not None
+        fit = fit_retry(data, api, raw, bounds, retry, share=0.7)
+        assert fit.body is not None and fit.removed > 0
+        async with session.post(server.make_url(path), json=fit.body) as resp:
+            assert 200 == resp.status
