@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from .counting import RawCount
 from .scripts import ScriptClass
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "CorrectionKey",
     "Corrections",
     "CountMethod",
+    "Measured",
     "MemorySampleStore",
     "Prior",
     "SampleStore",
@@ -188,6 +190,14 @@ class CorrectionKey:
         return f"{self.upstream}|{self.model}|{self.script.value}"
 
 
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """A request's bounds and whose correction they came from (None: exact, nothing to learn)."""
+
+    bounds: Bounds
+    key: CorrectionKey | None
+
+
 class SampleStore(Protocol):
     """Where samples are shared: the last ``keep`` values per key, oldest dropped first."""
 
@@ -247,6 +257,21 @@ class Corrections:
 
     async def bounds(self, key: CorrectionKey, raw: int) -> Bounds:
         return (await self.get(key)).bounds(raw)
+
+    async def measure(self, upstream: str, model: str, raw: RawCount) -> Measured:
+        """Bounds for a raw count: exact for a known tokenizer, else learned or prior.
+        ``model``: the registry's normalised name (``ModelFacts.name``)."""
+        if raw.exact:
+            return Measured(exact_bounds(raw.tokens), None)
+        key = CorrectionKey(upstream, model, raw.script)
+        return Measured(await self.bounds(key, raw.tokens), key)
+
+    async def learn(self, measured: Measured, billed: int) -> bool:
+        """Feed back the input tokens billed for the body ``measured`` counted (False: exact
+        count or unusable sample)."""
+        if measured.key is None:
+            return False
+        return await self.observe(measured.key, measured.bounds.raw, billed)
 
     async def observe(self, key: CorrectionKey, raw: int, billed: int) -> bool:
         """Record that a body the proxy counted ``raw`` was billed ``billed`` input tokens

@@ -257,3 +257,22 @@ def test_prior_bounds_before_any_sample() -> None:
         )
         == bounds
     )
+
+
+async def test_measure_and_learn_skip_exact_counts_and_learn_the_rest() -> None:
+    corrections = Corrections(MemorySampleStore(), refresh_s=0)
+    exact = await corrections.measure(
+        "up", "gpt-4o", raw_count(body(conversation("en", 5), "gpt-4o"), Api.CHAT)
+    )
+    assert (None, CountMethod.EXACT) == (exact.key, exact.bounds.method)
+    assert False is await corrections.learn(exact, 100)
+    data = body(conversation("ru", 5))
+    measured = await corrections.measure("up", UNKNOWN, raw_count(data, Api.CHAT))
+    assert CorrectionKey("up", UNKNOWN, ScriptClass.CYRILLIC) == measured.key
+    assert CountMethod.PRIOR == measured.bounds.method
+    assert True is await corrections.learn(measured, prompt_tokens(data))
+    again = await corrections.measure("up", UNKNOWN, raw_count(data, Api.CHAT))
+    assert (CountMethod.LEARNED, prompt_tokens(data)) == (
+        again.bounds.method,
+        again.bounds.estimate,
+    )
