@@ -266,6 +266,17 @@ class Corrections:
         key = CorrectionKey(upstream, model, raw.script)
         return Measured(await self.bounds(key, raw.tokens), key)
 
+    async def low_ratio_ceiling(self, upstream: str, model: str) -> float:
+        """The largest low-bound ratio over every script class of this model: a body of N
+        bytes has a low bound of at most N x this (a token covers >= 1 byte), so
+        ``tokens.may_exceed(body, budget, safety_factor=ceiling)`` False means "fits, skip
+        counting"."""
+        ratios = []
+        for script in ScriptClass:
+            low, _, _ = (await self.get(CorrectionKey(upstream, model, script))).log_interval()
+            ratios.append(math.exp(low))
+        return max(ratios)
+
     async def learn(self, measured: Measured, billed: int) -> bool:
         """Feed back the input tokens billed for the body ``measured`` counted (False: exact
         count or unusable sample)."""

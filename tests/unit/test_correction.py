@@ -276,3 +276,16 @@ async def test_measure_and_learn_skip_exact_counts_and_learn_the_rest() -> None:
         again.bounds.method,
         again.bounds.estimate,
     )
+
+
+async def test_low_ratio_ceiling_covers_every_script_class() -> None:
+    corrections = Corrections(MemorySampleStore(), refresh_s=0)
+    assert max(p.low for p in PRIORS.values()) == pytest.approx(
+        await corrections.low_ratio_ceiling("up", UNKNOWN)
+    )
+    key = CorrectionKey("up", UNKNOWN, ScriptClass.HANGUL)
+    for _ in range(30):
+        await corrections.observe(key, 1000, 2500)  # a tokenizer that counts 2.5x
+    ceiling = await corrections.low_ratio_ceiling("up", UNKNOWN)
+    assert (await corrections.bounds(key, 1000)).low <= 1000 * ceiling
+    assert ceiling > 2.0
