@@ -3,13 +3,13 @@ behind ``proxy.context.correction.PRIORS`` (results: docs/context-counting.md).
 
 Reproduce (the tokenizer files come from registry packages, nothing from a model hub)::
 
-    pip download mistral-common --no-deps -d /tmp/tok && unzip /tmp/tok/*.whl -d /tmp/tok
+    pip download mistral-common --no-deps -d tok && unzip tok/*.whl -d tok
     npm pack @anthropic-ai/tokenizer llama-tokenizer-js   # then untar both
     pip install sentencepiece            # in a scratch venv
     python bench/tokenizer_ratios.py \\
         --claude package/claude.json \\
-        --tekken /tmp/tok/mistral_common/data/tekken_240911.json \\
-        --sentencepiece /tmp/tok/mistral_common/data/tokenizer.model.v1 \\
+        --tekken tok/mistral_common/data/tekken_240911.json \\
+        --sentencepiece tok/mistral_common/data/tokenizer.model.v1 \\
         --llama-js llama-tokenizer-js/llama-tokenizer.js \\
         --mo-dir /usr/share/locale
 
