@@ -109,8 +109,19 @@ class Context:
     safety_factor: float = 1.2
     """Multiplier on tiktoken estimates for models without a public tokenizer (Claude, unknown)."""
     models: dict[str, int] = field(default_factory=dict)
+    trim_target_share: float = 0.7
+    """When trimming is needed, cut down to this share of the budget and keep that cut for the
+    following turns (cache-stable stepped trimming, ``context/stepped.py``)."""
+    output_reserve_share: float = 0.25
+    """Without max_tokens in the request, the output reserve is at most this share of the window."""
+    count_tokens_endpoint: bool = False
+    """Anthropic: ask the upstream's free /v1/messages/count_tokens before trimming."""
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.trim_target_share <= 1.0:
+            raise ConfigError("trim_target_share: must be > 0 and <= 1")
+        if not 0.0 < self.output_reserve_share < 1.0:
+            raise ConfigError("output_reserve_share: must be > 0 and < 1")
         _non_negative("reserve_output_tokens", self.reserve_output_tokens)
         _non_negative("safety_margin", self.safety_margin)
         if self.max_input_tokens is not None:
@@ -191,6 +202,21 @@ class PriceEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """Facts about one model name that the built-in registry lacks (``proxy.models``)."""
+
+    window: int | None = None
+    max_input_tokens: int | None = None
+    tokenizer: Literal["o200k_base", "cl100k_base", "unknown"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            _positive("window", self.window)
+        if self.max_input_tokens is not None:
+            _positive("max_input_tokens", self.max_input_tokens)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     routes: tuple[Route, ...]
     listen: Listen = field(default_factory=Listen)
@@ -203,6 +229,7 @@ class Config:
     logging: Logging = field(default_factory=Logging)
     metrics: Metrics = field(default_factory=Metrics)
     pricing: dict[str, PriceEntry] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
     drain_timeout_s: float = 30.0
     workers: int = 1
 
@@ -344,7 +371,55 @@ def from_dict(raw: Any, env: Mapping[str, str] | None = None) -> Config:
         data["routes"][i] = route
     if "routes" not in data:
         raise ConfigError("routes: required key is missing")
-    return build(Config, data, "")
+    config = build(Config, data, "")
+    check_budgets(config, raw)
+    return config
+
+
+def check_budgets(config: Config, raw: dict[str, Any]) -> None:
+    """Refuse a route whose input budget is <= 0 for a model it knows a window of, even for a
+    request without max_tokens; the error names the keys where the user wrote them."""
+    from .models import ModelRegistry  # the registry imports config types only for typing
+
+    base = ModelRegistry.from_config(config)
+    for i, route in enumerate(config.routes):
+        ctx = route.context
+        registry = base.for_context(ctx)
+        for name, origin in _windowed_names(config, raw, i):
+            window = registry.facts(name).window
+            if window is None:
+                continue
+            reserve = min(ctx.reserve_output_tokens, int(window * ctx.output_reserve_share))
+            if window - reserve - ctx.safety_margin > 0:
+                continue
+            key = _where(raw, i, "safety_margin")
+            raise ConfigError(
+                f"{key}: {ctx.safety_margin} leaves no input budget for model {name!r} "
+                f"(window {window} from {origin}): window - output reserve {reserve} "
+                f"- safety_margin <= 0; lower {key.rsplit('.', 1)[0]}.safety_margin "
+                "or reserve_output_tokens, or fix the window"
+            )
+
+
+def _windowed_names(config: Config, raw: dict[str, Any], i: int) -> list[tuple[str, str]]:
+    """(model name as written, where its window comes from) for one route."""
+    out: list[tuple[str, str]] = []
+    own = (raw["routes"][i].get("context") or {}).get("models")
+    where = f"routes[{i}].context.models" if isinstance(own, dict) else "context.models"
+    out += [(name, f"{where}.{name}") for name in config.routes[i].context.models]
+    out += [(name, f"models.{name}.window") for name, e in config.models.items() if e.window]
+    for j, upstream in enumerate(config.routes[i].upstreams):
+        for name in (*upstream.models, *upstream.models.values()):
+            out.append((name, f"the built-in table (routes[{i}].upstreams[{j}].models)"))
+    return out
+
+
+def _where(raw: dict[str, Any], i: int, key: str) -> str:
+    """The key path where the user wrote ``key`` for route ``i`` (route, top level, default)."""
+    own = raw["routes"][i].get("context")
+    if isinstance(own, dict) and key in own:
+        return f"routes[{i}].context.{key}"
+    return "context." + key
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -40,16 +40,14 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
-NONE = "none"
-"""Label value for a route, upstream or model that does not exist for a request."""
-OTHER = "other"
-"""Model label for every name outside the known set (bounded cardinality)."""
+from .models import NONE, OTHER, ModelRegistry
+
+__all__ = ["NONE", "OTHER", "Metrics", "ModelLabels"]
 
 # 0.5 s and 10 s are the brief's alert thresholds: a bucket edge on each keeps the p95
 # comparison exact instead of interpolated.
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
-_BOUNDARY = "-@:"  # dated snapshots (gpt-4o-2024-08-06), Vertex "@", Bedrock ":"
 
 _BY_MODEL = ("route", "upstream", "model")
 _BY_UPSTREAM = ("route", "upstream")
@@ -61,26 +59,16 @@ def status_class(status: int | None) -> str:
 
 
 class ModelLabels:
-    """Maps a model name to a label value from a closed set.
-
-    A known name stays itself; a longer name resolves to the longest known name it extends at
-    a ``-``, ``@`` or ``:`` boundary (``gpt-4o-2024-08-06`` -> ``gpt-4o``); anything else is
-    ``other``, so a client cannot create series by inventing model names.
-    """
+    """Maps a model name to a label value from a closed set: the registry's matcher
+    (``proxy.models``) over ``known`` names, so ``openai/gpt-4o``, ``ft:gpt-4o:org::id`` and
+    ``gpt-4o-2024-08-06`` are all ``gpt-4o``; anything else is ``other``, so a client cannot
+    create series by inventing model names."""
 
     def __init__(self, known: Iterable[str]) -> None:
-        self._known = frozenset(n.strip().lower() for n in known if n and n.strip())
+        self._registry = ModelRegistry({}, labels=known)
 
     def __call__(self, model: str | None) -> str:
-        if not model:
-            return NONE
-        name = model.strip().lower()
-        cut = len(name)
-        while cut > 0:
-            if name[:cut] in self._known:
-                return name[:cut]
-            cut = max(name.rfind(ch, 0, cut) for ch in _BOUNDARY)
-        return OTHER
+        return self._registry.label(model)
 
 
 def share_values(directory: str) -> None:

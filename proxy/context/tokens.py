@@ -32,12 +32,11 @@ import tiktoken
 from proxy.context import images
 from proxy.context.bpe import (
     EncodingFileError,
-    EncodingName,
     all_loaded,
     count_chunked,
     get_encoding,
 )
-from proxy.context.windows import longest_prefix, normalize_model
+from proxy.models import DEFAULT_REGISTRY, ModelRegistry
 
 __all__ = [
     "ANTHROPIC_TOOL_PROMPT_TOKENS",
@@ -65,36 +64,16 @@ class TokenCount:
     method: Literal["exact", "estimate"]
 
 
-# Families whose tokenizer is known. Anything else is counted on a basis and inflated.
-_FAMILIES: Mapping[str, EncodingName] = {
-    "gpt-5": "o200k_base",
-    "gpt-4.1": "o200k_base",
-    "gpt-4.5": "o200k_base",
-    "gpt-4o": "o200k_base",
-    "chatgpt-4o": "o200k_base",
-    "o1": "o200k_base",
-    "o3": "o200k_base",
-    "o4": "o200k_base",
-    "gpt-4": "cl100k_base",
-    "gpt-3.5": "cl100k_base",
-    "gpt-35": "cl100k_base",
-    "text-embedding": "cl100k_base",
-}
-_ESTIMATE_BASIS: Mapping[str, EncodingName] = {"gpt-oss": "o200k_base"}
-
-
-def encoding_for_model(model: str | None) -> tuple[tiktoken.Encoding, bool]:
+def encoding_for_model(
+    model: str | None, registry: ModelRegistry = DEFAULT_REGISTRY
+) -> tuple[tiktoken.Encoding, bool]:
     """(encoding, exact): exact is True when the encoding is the model's own tokenizer.
 
-    Unknown models and Claude get ``cl100k_base`` as an estimate basis: it yields more
-    tokens than ``o200k_base`` on most non-English text, the safer side for a budget.
+    The registry decides (``proxy.models``); unknown models and Claude get ``cl100k_base``,
+    the raw estimator that ``correction.py`` turns into bounds.
     """
-    name = normalize_model(model) if model else ""
-    family = longest_prefix(_FAMILIES, name)
-    if family is not None:
-        return get_encoding(_FAMILIES[family]), True
-    basis = longest_prefix(_ESTIMATE_BASIS, name)
-    return get_encoding(_ESTIMATE_BASIS[basis] if basis else "cl100k_base"), False
+    tokenizer = registry.facts(model).tokenizer
+    return get_encoding(tokenizer.encoding), tokenizer.exact
 
 
 def _count(enc: tiktoken.Encoding, text: str) -> int:

@@ -1,14 +1,33 @@
-"""Trim a messages array to a token budget by evicting whole turns, oldest first (pure).
+"""Trim a conversation to a token budget by evicting whole turns, oldest first (pure).
 
-A turn starts at a user message (Anthropic: a user message without ``tool_result`` blocks,
-since those answer the previous assistant message) and runs to the next turn start. So a user
-message, its assistant replies and every tool exchange in between (assistant ``tool_calls``
-with their ``role: tool`` results; Anthropic ``tool_use`` with the following ``tool_result``)
-leave together. Messages before the first turn start form the oldest unit.
+Three shapes, one rule. A turn starts at a user message and runs to the next turn start, so a
+user message, its assistant replies and every tool exchange in between leave together:
 
-Always kept: system/developer messages anywhere (OpenAI), and the newest turn. When those alone
-(plus ``fixed``) exceed the budget, ``ContextTooLarge`` says by how much; nothing is cut from
-inside a message. When everything fits, the caller's own list object comes back untouched.
+- OpenAI chat ``messages``: assistant ``tool_calls`` with their ``role: tool`` results;
+  system/developer messages are pinned wherever they are.
+- Responses API ``input``: ``function_call`` / ``function_call_output`` (and ``reasoning``
+  items, which must precede their call) stay in their turn; system/developer message items are
+  pinned; top-level ``instructions`` are outside ``input`` and never touched.
+- Anthropic ``messages``: a user message made of ``tool_result`` blocks answers the previous
+  assistant ``tool_use`` and is not a turn start; thinking blocks live inside assistant
+  messages, so they leave with their turn. The result is a suffix starting at a user turn.
+
+Messages before the first turn start form the oldest unit. The newest turn is always kept;
+when the pinned messages and the newest turn (plus ``fixed``) exceed the budget,
+``ContextTooLarge`` says by how much: nothing is cut from inside a message. When everything
+fits, the caller's own list object comes back untouched.
+
+Where to cut: ``step=0`` cuts turn by turn (the fewest turns that fit). ``step > 0`` is
+cache-stable stepped trimming (``stepped.py``): cut points lie on a grid of cumulative turn
+costs, so the following requests of the conversation keep the same cut (the same prompt
+prefix, a warm provider cache) until the budget is reached again.
+
+Anthropic ``cache_control`` breakpoints: the trimmer never moves, adds or removes one, and
+never touches ``system``/``tools`` (their breakpoints stay warm). A cut happens only when the
+caller decided the request is over budget, and then any front cut invalidates every message
+breakpoint after it, so the rule is to cut rarely (stepped) and to count the cost: the result
+says how many breakpoints were dropped with their messages and how many kept tokens lie before
+the last kept breakpoint (the prefix the provider writes to its cache again, at 1.25x input).
 """
 
 from __future__ import annotations
@@ -17,8 +36,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .stepped import choose_cut
+
 Message = dict[str, Any]
 Cost = Callable[[Message], int]
+Costs = Cost | Sequence[int]
 
 _PINNED_ROLES = frozenset({"system", "developer"})
 
@@ -28,6 +50,10 @@ class TrimResult:
     messages: list[Message]
     removed: int
     tokens: int  # fixed + the cost of the kept messages
+    breakpoints_dropped: int = 0
+    """Anthropic: cache_control markers that left with evicted messages."""
+    cache_rewrite_tokens: int = 0
+    """Anthropic: kept tokens up to the last kept breakpoint, written to the cache again."""
 
 
 class ContextTooLarge(Exception):
@@ -57,6 +83,18 @@ def _is_anthropic_turn_start(msg: Any) -> bool:
     )
 
 
+def _is_response_message(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type", "message") == "message"
+
+
+def _is_responses_turn_start(item: Any) -> bool:
+    return _is_response_message(item) and _role(item) == "user"
+
+
+def _is_responses_pinned(item: Any) -> bool:
+    return _is_response_message(item) and _role(item) in _PINNED_ROLES
+
+
 def _units(
     movable: Sequence[int], messages: list[Message], is_start: Callable[[Any], bool]
 ) -> list[list[int]]:
@@ -76,22 +114,29 @@ def _trim(
     fixed: int,
     is_start: Callable[[Any], bool],
     pinned: Callable[[Any], bool],
+    step: int,
 ) -> tuple[list[int], int, int]:
     """Indices to keep, their total tokens with fixed, and where the newest turn begins."""
     movable = [i for i, m in enumerate(messages) if not pinned(m)]
     units = _units(movable, messages, is_start)
     newest = units.pop() if units else []
     total = fixed + sum(costs)
-    evicted: set[int] = set()
-    for unit in units:
-        if total <= budget:
-            break
-        total -= sum(costs[i] for i in unit)
-        evicted.update(unit)
-    if total > budget:
-        raise ContextTooLarge(total, budget)
+    unit_costs = [sum(costs[i] for i in unit) for unit in units]
+    cut = choose_cut(unit_costs, total - budget, step)
+    evicted_cost = sum(unit_costs[:cut])
+    if cut is None or total - evicted_cost > budget:
+        raise ContextTooLarge(total - sum(unit_costs), budget)
+    evicted = {i for unit in units[:cut] for i in unit}
     keep = [i for i in range(len(messages)) if i not in evicted]
-    return keep, total, newest[0] if newest else len(messages)
+    return keep, total - evicted_cost, newest[0] if newest else len(messages)
+
+
+def _costs(messages: list[Message], cost: Costs) -> list[int]:
+    if callable(cost):
+        return [cost(m) for m in messages]
+    if len(cost) != len(messages):
+        raise ValueError("one cost per message")
+    return list(cost)
 
 
 def _tool_call_ids(msg: Any) -> set[Any]:
@@ -101,46 +146,116 @@ def _tool_call_ids(msg: Any) -> set[Any]:
     return {c.get("id") for c in calls if isinstance(c, dict)}
 
 
-def _drop_orphan_tools(messages: list[Message], keep: list[int], newest_start: int) -> list[int]:
-    """Drop kept ``role: tool`` messages whose ``tool_call_id`` no kept assistant announced.
+def _drop_orphans(
+    messages: list[Message],
+    keep: list[int],
+    newest_start: int,
+    announces: Callable[[Any], set[Any]],
+    answers: Callable[[Any], Any],
+) -> list[int]:
+    """Drop kept answers (tool results) whose call no kept message announced.
 
-    The newest turn is forwarded as the client wrote it: trimming never orphans a tool message
+    The newest turn is forwarded as the client wrote it: trimming never orphans an answer
     there, and dropping part of it would change the question being asked.
     """
     announced: set[Any] = set()
     result: list[int] = []
     for i in keep:
         msg = messages[i]
-        announced |= _tool_call_ids(msg)
-        orphan = _role(msg) == "tool" and msg.get("tool_call_id") not in announced
+        announced |= announces(msg)
+        call_id = answers(msg)
+        orphan = call_id is not None and call_id not in announced
         if i >= newest_start or not orphan:
             result.append(i)
     return result
 
 
-def trim_openai(messages: list[Message], budget: int, cost: Cost, fixed: int) -> TrimResult:
+def _tool_answer(msg: Any) -> Any:
+    return msg.get("tool_call_id", _NO_ID) if _role(msg) == "tool" else None
+
+
+_NO_ID = object()  # a tool message without tool_call_id never matches an announced call
+
+
+def trim_openai(
+    messages: list[Message], budget: int, cost: Costs, fixed: int, *, step: int = 0
+) -> TrimResult:
     """Fit an OpenAI chat ``messages`` list into ``budget`` tokens (see module docstring)."""
-    costs = [cost(m) for m in messages]
+    costs = _costs(messages, cost)
     if fixed + sum(costs) <= budget:
         return TrimResult(messages, 0, fixed + sum(costs))
     keep, _, newest_start = _trim(
-        messages, costs, budget, fixed, _is_openai_turn_start, lambda m: _role(m) in _PINNED_ROLES
+        messages,
+        costs,
+        budget,
+        fixed,
+        _is_openai_turn_start,
+        lambda m: _role(m) in _PINNED_ROLES,
+        step,
     )
-    kept = _drop_orphan_tools(messages, keep, newest_start)
+    kept = _drop_orphans(messages, keep, newest_start, _tool_call_ids, _tool_answer)
     tokens = fixed + sum(costs[i] for i in kept)
     return TrimResult([messages[i] for i in kept], len(messages) - len(kept), tokens)
 
 
-def trim_anthropic(messages: list[Message], budget: int, cost: Cost, fixed: int) -> TrimResult:
+def _function_call_ids(item: Any) -> set[Any]:
+    if isinstance(item, dict) and item.get("type") == "function_call":
+        return {item.get("call_id")}
+    return set()
+
+
+def _function_answer(item: Any) -> Any:
+    if isinstance(item, dict) and item.get("type") == "function_call_output":
+        return item.get("call_id", _NO_ID)
+    return None
+
+
+def trim_responses(
+    items: list[Message], budget: int, cost: Costs, fixed: int, *, step: int = 0
+) -> TrimResult:
+    """Fit a Responses API ``input`` array into ``budget`` tokens (see module docstring)."""
+    costs = _costs(items, cost)
+    if fixed + sum(costs) <= budget:
+        return TrimResult(items, 0, fixed + sum(costs))
+    keep, _, newest_start = _trim(
+        items, costs, budget, fixed, _is_responses_turn_start, _is_responses_pinned, step
+    )
+    kept = _drop_orphans(items, keep, newest_start, _function_call_ids, _function_answer)
+    tokens = fixed + sum(costs[i] for i in kept)
+    return TrimResult([items[i] for i in kept], len(items) - len(kept), tokens)
+
+
+def trim_anthropic(
+    messages: list[Message], budget: int, cost: Costs, fixed: int, *, step: int = 0
+) -> TrimResult:
     """Fit an Anthropic ``messages`` list into ``budget`` tokens (see module docstring).
 
     The result is a suffix of the input that starts at a user turn, so alternation and every
     tool_result -> previous tool_use link of a valid input are preserved.
     """
-    costs = [cost(m) for m in messages]
+    costs = _costs(messages, cost)
     if fixed + sum(costs) <= budget:
         return TrimResult(messages, 0, fixed + sum(costs))
     keep, tokens, _ = _trim(
-        messages, costs, budget, fixed, _is_anthropic_turn_start, lambda m: False
+        messages, costs, budget, fixed, _is_anthropic_turn_start, lambda m: False, step
     )
-    return TrimResult([messages[i] for i in keep], len(messages) - len(keep), tokens)
+    first = keep[0] if keep else len(messages)
+    marked = [_has_breakpoint(m) for m in messages]
+    last_kept_mark = max((i for i in keep if marked[i]), default=None)
+    rewrite = 0
+    if last_kept_mark is not None:
+        rewrite = fixed + sum(costs[first : last_kept_mark + 1])
+    return TrimResult(
+        [messages[i] for i in keep],
+        len(messages) - len(keep),
+        tokens,
+        breakpoints_dropped=sum(marked[:first]),
+        cache_rewrite_tokens=rewrite,
+    )
+
+
+def _has_breakpoint(msg: Any) -> bool:
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if not isinstance(content, list):
+        return False
+    return any(isinstance(b, dict) and b.get("cache_control") is not None for b in content)

@@ -11,7 +11,17 @@ It imports nothing else from ``proxy``.
 """
 
 from .app import FakeUpstream
-from .content import fake_text, prompt_tokens
+from .caching import CacheUse, PromptCache
+from .content import fake_text, prompt_sequence, prompt_tokens
 from .faults import Fault, RecordedRequest
 
-__all__ = ["FakeUpstream", "Fault", "RecordedRequest", "fake_text", "prompt_tokens"]
+__all__ = [
+    "CacheUse",
+    "FakeUpstream",
+    "Fault",
+    "PromptCache",
+    "RecordedRequest",
+    "fake_text",
+    "prompt_sequence",
+    "prompt_tokens",
+]

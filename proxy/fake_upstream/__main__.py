@@ -1,7 +1,8 @@
 """``python -m proxy.fake_upstream [--host H] [--port P]``: run the fake standalone.
 
 The first stdout line is ``listening on http://HOST:PORT`` (the bound port, so ``--port 0``
-works for scripts). Faults are scripted over ``POST /_fake/faults``.
+works for scripts). Faults are scripted over ``POST /_fake/faults``, context windows over
+``POST /_fake/context`` or ``--context-window MODEL=TOKENS``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from .app import FakeUpstream
+from .caching import PromptCache
+from .windows import FLAVOURS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -39,12 +42,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="pause between SSE events (x-fake-chunk-delay-ms overrides)",
     )
     parser.add_argument("--access-log", action="store_true", help="log each request to stderr")
+    parser.add_argument(
+        "--context-window",
+        action="append",
+        default=[],
+        type=_window,
+        metavar="MODEL=TOKENS",
+        help="refuse requests for MODEL that do not fit TOKENS (repeatable)",
+    )
+    parser.add_argument(
+        "--context-flavour",
+        choices=FLAVOURS,
+        default="openai",
+        help="error shape of an over-window request on OpenAI paths (llama: llama.cpp)",
+    )
+    parser.add_argument(
+        "--cache-block-tokens", type=int, default=1024, help="prompt cache block size"
+    )
     return parser.parse_args(argv)
+
+
+def _window(raw: str) -> tuple[str, int]:
+    model, sep, tokens = raw.rpartition("=")
+    if not sep or not model or not tokens.isdigit() or int(tokens) <= 0:
+        raise argparse.ArgumentTypeError(f"expected MODEL=TOKENS, got {raw!r}")
+    return model, int(tokens)
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGINT/SIGTERM; announce the bound URL first."""
-    fake = FakeUpstream(chunks=args.chunks, chunk_delay_s=args.chunk_delay_ms / 1000)
+    fake = FakeUpstream(
+        chunks=args.chunks,
+        chunk_delay_s=args.chunk_delay_ms / 1000,
+        context_windows=dict(args.context_window),
+        context_flavour=args.context_flavour,
+        prompt_cache=PromptCache(block_tokens=args.cache_block_tokens),
+    )
     runner = web.AppRunner(
         fake.make_app(),
         handler_cancellation=True,

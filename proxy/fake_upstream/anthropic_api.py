@@ -17,10 +17,11 @@ _MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
 def _usage(call: Call, output_tokens: int) -> dict[str, Any]:
+    cache = call.cache  # input_tokens excludes what was read from or written to the cache
     return {
-        "input_tokens": prompt_tokens(call.payload),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": prompt_tokens(call.payload) - cache.read - cache.written,
+        "cache_creation_input_tokens": cache.written,
+        "cache_read_input_tokens": cache.read,
         "output_tokens": output_tokens,
     }
 

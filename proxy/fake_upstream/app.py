@@ -16,9 +16,11 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import anthropic_api, openai_api
+from .caching import CACHED_PATHS, PromptCache, credential_of
 from .calls import Builder, Call, Plan, Reply, make_plan
 from .faults import Fault, FaultQueue, Provider, RecordedRequest, error_body, error_headers
 from .streaming import Paused, cut, pause, write_stream
+from .windows import FLAVOURS, ContextLimits, Flavour
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,7 +65,14 @@ class FakeUpstream:
     """
 
     def __init__(
-        self, *, chunks: int = 5, chunk_delay_s: float = 0.0, max_request_bytes: int = 1 << 30
+        self,
+        *,
+        chunks: int = 5,
+        chunk_delay_s: float = 0.0,
+        max_request_bytes: int = 1 << 30,
+        context_windows: dict[str, int] | None = None,
+        context_flavour: Flavour = "openai",
+        prompt_cache: PromptCache | None = None,
     ) -> None:
         self.requests: list[RecordedRequest] = []
         self.hold_after_chunk: int | None = None
@@ -76,6 +85,8 @@ class FakeUpstream:
         self.url: str | None = None
         self._faults = FaultQueue()
         self._seq = itertools.count(1)
+        self.context_limits = ContextLimits(dict(context_windows or {}), context_flavour)
+        self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
 
     def enqueue(self, *faults: Fault) -> None:
         """Queue one-shot faults; each is consumed by the next request whose path matches."""
@@ -86,6 +97,7 @@ class FakeUpstream:
         self.requests.clear()
         self._faults.clear()
         self._seq = itertools.count(1)
+        self.prompt_cache.clear()
 
     @property
     def pending_faults(self) -> int:
@@ -97,6 +109,7 @@ class FakeUpstream:
         add("POST", "/_fake/faults", self._post_faults)
         add("GET", "/_fake/requests", self._get_requests)
         add("POST", "/_fake/reset", self._post_reset)
+        add("POST", "/_fake/context", self._post_context)
         add("POST", "/v1/chat/completions", self._endpoint(openai_api.chat_completions))
         add("POST", "/v1/responses", self._endpoint(openai_api.responses))
         add("POST", "/v1/embeddings", self._endpoint(openai_api.embeddings))
@@ -146,8 +159,11 @@ class FakeUpstream:
                 path=request.path,
                 query=request.query,
                 match=request.match_info,
+                credential=credential_of(request.headers),
             )
-            return await self._answer(request, plan, call, lambda: _build(chosen, call, body))
+            return await self._answer(
+                request, plan, call, lambda: _build(chosen, call, body, self._prepare)
+            )
 
         return handle
 
@@ -199,6 +215,32 @@ class FakeUpstream:
     async def _get_requests(self, request: web.Request) -> web.Response:
         return web.json_response([r.summary() for r in self.requests])
 
+    def _prepare(self, call: Call) -> Call | Reply:
+        """Context windows refuse what does not fit; the prompt cache accounts the rest."""
+        if call.path not in CACHED_PATHS:
+            return call
+        refused = self.context_limits.check(call)
+        if refused is not None:
+            return refused
+        use = self.prompt_cache.use(call.credential, call.provider, call.payload)
+        return dataclasses.replace(call, cache=use)
+
+    async def _post_context(self, request: web.Request) -> web.Response:
+        """Body: ``{"windows": {"model": tokens}, "flavour": "openai"|"llama"|"vllm"}``;
+        each key given replaces the current setting."""
+        try:
+            data = json.loads(await request.read())
+            windows = data.get("windows", self.context_limits.windows)
+            flavour = data.get("flavour", self.context_limits.flavour)
+            if not all(isinstance(v, int) and v > 0 for v in windows.values()):
+                raise ValueError("windows: token counts must be positive integers")
+            if flavour not in FLAVOURS:
+                raise ValueError(f"flavour: one of {', '.join(FLAVOURS)}")
+        except (ValueError, AttributeError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.context_limits = ContextLimits(dict(windows), flavour)
+        return web.json_response({"windows": windows, "flavour": flavour})
+
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.clear()
         return web.json_response({"reset": True})
@@ -207,8 +249,11 @@ class FakeUpstream:
 _REQUEST_ID: dict[Provider, str] = {"openai": "x-request-id", "anthropic": "request-id"}
 
 
-def _build(builder: Builder, call: Call, body: bytes) -> Reply:
-    """Parse the JSON body (if any) and run the builder; bad input becomes a shaped 400."""
+def _build(
+    builder: Builder, call: Call, body: bytes, prepare: Callable[[Call], Call | Reply]
+) -> Reply:
+    """Parse the JSON body (if any), ``prepare`` the call (a Reply answers instead) and run
+    the builder; bad input becomes a shaped 400."""
     payload: Any = {}
     if body:
         try:
@@ -217,8 +262,11 @@ def _build(builder: Builder, call: Call, body: bytes) -> Reply:
             return Reply(status=400, body=error_body(call.provider, 400, f"Invalid JSON: {exc}"))
     if not isinstance(payload, dict):
         return Reply(status=400, body=error_body(call.provider, 400, "Body must be an object"))
+    prepared = prepare(dataclasses.replace(call, payload=payload))
+    if isinstance(prepared, Reply):
+        return prepared
     try:
-        return builder(dataclasses.replace(call, payload=payload))
+        return builder(prepared)
     except ValueError as exc:
         return Reply(status=400, body=error_body(call.provider, 400, str(exc)))
 

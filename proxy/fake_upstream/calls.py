@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .caching import NO_CACHE, CacheUse
 from .content import output_limit
 from .faults import Fault, Provider
 
@@ -29,6 +30,10 @@ class Call:
     path: str = ""
     query: Mapping[str, str] = field(default_factory=dict)
     match: Mapping[str, str] = field(default_factory=dict)
+    credential: str = ""
+    """Digest of the request's credential header (whose prompt cache, ``caching.py``)."""
+    cache: CacheUse = NO_CACHE
+    """Prompt tokens this request read from (and, Anthropic, wrote to) the fake's cache."""
 
     @property
     def model(self) -> str:

@@ -135,3 +135,46 @@ class Template:
             out.append(dumps(values[name]))
             out.append(literal)
         return b"".join(out)
+
+
+def prompt_sequence(payload: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """The prompt as the fake's tokens, in prompt order, and the Anthropic cache breakpoints.
+
+    ``len(tokens) == prompt_tokens(payload)``: each message is 3 marker tokens (its role) then
+    its words, in the order ``prompt_tokens`` counts them. A breakpoint is the token position
+    right after a block that carries ``cache_control`` (the prefix a provider would cache).
+    """
+    tokens: list[str] = []
+    breakpoints: list[int] = []
+
+    def turn(role: Any, content: Any) -> None:
+        tokens.extend((f"<{role}>", "<m>", "<m>"))
+        walk(content)
+
+    def walk(content: Any) -> None:
+        if isinstance(content, str):
+            tokens.extend(content.split())
+        elif isinstance(content, list):
+            for part in content:
+                walk(part)
+        elif isinstance(content, dict):
+            walk(content.get("text"))
+            walk(content.get("content"))
+            if content.get("cache_control") is not None:
+                breakpoints.append(len(tokens))
+
+    for key in ("system", "instructions"):
+        if payload.get(key):
+            turn(key, payload[key])
+    messages = payload.get("messages")
+    for m in messages if isinstance(messages, list) else []:
+        if isinstance(m, dict):
+            turn(m.get("role"), m.get("content"))
+    inp = payload.get("input")
+    if isinstance(inp, str):
+        turn("user", inp)
+    elif isinstance(inp, list):
+        for item in inp:
+            if isinstance(item, dict):
+                turn(item.get("role", item.get("type")), item.get("content"))
+    return tokens, breakpoints

@@ -134,3 +134,57 @@ def test_cli_missing_file_is_an_error(tmp_path: Path) -> None:
     result = run_cli("--config", str(tmp_path / "absent.yaml"), "--check")
     assert 2 == result.returncode
     assert "cannot read config" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda r: r.update(context={"safety_margin": 2048, "models": {"Small-Model": 2048}}),
+            "context.safety_margin: 2048 leaves no input budget for model 'Small-Model' "
+            "(window 2048 from context.models.Small-Model)",
+        ),
+        (
+            lambda r: r["routes"][0].update(
+                context={"safety_margin": 1600, "models": {"tiny": 2048}}
+            ),
+            "routes[0].context.safety_margin: 1600 leaves no input budget for model 'tiny' "
+            "(window 2048 from routes[0].context.models.tiny)",
+        ),
+        (
+            lambda r: r.update(
+                models={"my-llama": {"window": 1024}}, context={"safety_margin": 900}
+            ),
+            "context.safety_margin: 900 leaves no input budget for model 'my-llama' "
+            "(window 1024 from models.my-llama.window)",
+        ),
+        (
+            lambda r: (
+                r.update(context={"safety_margin": 7000}),
+                r["routes"][0]["upstreams"][0].update(models={"x": "gpt-4-0613"}),
+            ),
+            "context.safety_margin: 7000 leaves no input budget for model 'gpt-4-0613' "
+            "(window 8192 from the built-in table (routes[0].upstreams[0].models))",
+        ),
+        (lambda r: r.update(context={"trim_target_share": 0}), "context.trim_target_share"),
+        (lambda r: r.update(context={"output_reserve_share": 1}), "context.output_reserve_share"),
+    ],
+)
+def test_a_route_whose_budget_can_never_be_positive_is_refused(mutate: Any, message: str) -> None:
+    raw = minimal()
+    mutate(raw)
+    with pytest.raises(ConfigError) as info:
+        from_dict(raw, env={})
+    assert message in str(info.value)
+
+
+def test_a_small_window_with_the_default_reserve_has_a_positive_budget() -> None:
+    """2048 - min(4096, 25% of 2048) - 256 = 1280: accepted (it was 0 before the share cap)."""
+    cfg = from_dict(minimal(context={"models": {"small-model": 2048}}), env={})
+    ctx = cfg.routes[0].context
+    assert (4096, 0.25, 256, False) == (
+        ctx.reserve_output_tokens,
+        ctx.output_reserve_share,
+        ctx.safety_margin,
+        ctx.count_tokens_endpoint,
+    )

@@ -273,7 +273,8 @@ def test_encodings_load_in_fresh_process_with_network_denied_and_empty_cache(
 def test_tampered_encoding_file_is_refused(tmp_path: Path) -> None:
     package = tmp_path / "proxy"
     shutil.copytree(REPO / "proxy" / "context", package / "context")
-    shutil.copyfile(REPO / "proxy" / "__init__.py", package / "__init__.py")
+    for module in ("__init__.py", "models.py", "model_table.py"):  # the registry it asks
+        shutil.copyfile(REPO / "proxy" / module, package / module)
     with (package / "context" / "encodings" / "cl100k_base.tiktoken").open("ab") as f:
         f.write(b"IQ== 100277\n")
     script = "from proxy.context import tokens; tokens.get_encoding('cl100k_base')"
@@ -896,3 +897,27 @@ def test_override_wins_over_longer_builtin_and_matches_by_prefix() -> None:
 
 def test_gpt5_has_an_input_cap_below_its_window() -> None:
     assert (272_000, None) == (max_input_tokens("gpt-5-mini"), max_input_tokens("gpt-4o"))
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding", "exact"),
+    [
+        ("gpt-5.1-2025-11-13", "o200k_base", True),
+        ("gpt-5.4-mini", "o200k_base", True),
+        ("azure/gpt-4o-mini", "o200k_base", True),
+        ("ft:gpt-3.5-turbo-0125:org::x", "cl100k_base", True),
+        ("openai.gpt-oss-120b-1:0", "o200k_base", False),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "cl100k_base", False),
+        ("gpt-4.2-preview", "cl100k_base", False),  # not gpt-4: '.' is no boundary
+    ],
+)
+def test_encoding_follows_the_registry_for_every_spelling(
+    model: str, encoding: str, exact: bool
+) -> None:
+    enc, is_exact = encoding_for_model(model)
+    assert (encoding, exact) == (enc.name, is_exact)
+
+
+def test_gpt5_input_cap_for_every_gpt5_spelling() -> None:
+    caps = {max_input_tokens(m) for m in ("gpt-5", "openai/gpt-5-mini", "gpt-5.1", "gpt-5.2")}
+    assert {272_000} == caps

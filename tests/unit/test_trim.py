@@ -340,3 +340,160 @@ def test_anthropic_trim_properties(messages: list[dict[str, Any]], budget: int, 
         assert set(results) <= uses
     if fixed + total(messages) <= budget:
         assert kept is messages
+
+
+# ---------------------------------------------------------------- stepped (cache-stable) cuts
+
+from proxy.context.stepped import choose_cut, stable_step  # noqa: E402
+from proxy.context.trim import trim_responses  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("costs", "need", "step", "cut"),
+    [
+        ([10, 10, 10, 10], 15, 0, 2),  # turn-wise: the fewest turns
+        ([10, 10, 10, 10], 15, 25, 3),  # grid cut at C >= 25
+        ([10, 10, 10, 10], 5, 25, 3),  # even a small need jumps to the first grid cut
+        ([10, 10, 10, 10], 31, 25, 4),  # k=2: C >= 50 is past the end: evict all
+        ([100, 10], 50, 10, 1),  # one big turn satisfies several grid points at once
+        ([10, 10], 0, 5, 0),
+        ([10, 10], 21, 5, None),
+    ],
+)
+def test_choose_cut(costs: list[int], need: int, step: int, cut: int | None) -> None:
+    assert cut == choose_cut(costs, need, step)
+
+
+def test_stable_step_is_a_grid_point_that_ignores_small_budget_changes() -> None:
+    assert 0 == stable_step(1000, 1.0)
+    steps = {stable_step(b, 0.7) for b in range(10_000, 10_400, 7)}
+    assert 1 == len(steps)
+    (step,) = steps
+    assert 0.3 * 10_000 / 2**0.25 < step <= 0.3 * 10_000
+
+
+def conversation_turns(n: int) -> list[dict[str, Any]]:
+    """A system prompt and n user/assistant turns of varied cost, then a new question."""
+    msgs = [m("system", 50)]
+    for i in range(n):
+        msgs += [m("user", 20 + (i * 37) % 60), m("assistant", 80 + (i * 53) % 150)]
+    return msgs
+
+
+def test_stepped_trimming_keeps_the_same_prefix_across_consecutive_turns() -> None:
+    """A growing conversation: the cut moves rarely, and after each move the kept part is
+    back near share x budget; turn-wise trimming moves the cut on every request."""
+    budget, share = 3000, 0.7
+    step = stable_step(budget, share)
+    cuts: list[int] = []
+    turnwise: list[int] = []
+    for turns in range(5, 120):
+        msgs = [*conversation_turns(turns), m("user", 30)]
+        out = trim_openai(msgs, budget, cost, fixed=10, step=step)
+        assert out.tokens <= budget
+        cuts.append(out.removed)
+        turnwise.append(trim_openai(msgs, budget, cost, fixed=10).removed)
+        if len(cuts) > 1 and cuts[-1] != cuts[-2] and cuts[-2] > 0:
+            assert out.tokens <= share * budget + 2 * 230  # back near the share (+ unit sizes)
+    moves = sum(1 for a, b in pairwise(cuts) if a != b)
+    turnwise_moves = sum(1 for a, b in pairwise(turnwise) if a != b)
+    trimmed = sum(1 for c in cuts if c > 0)
+    assert moves * 4 <= trimmed  # a turn is ~190 tokens, a step ~860: ~4.5 turns per move
+    assert turnwise_moves >= 0.9 * trimmed
+
+
+@settings(max_examples=300)
+@given(openai_conversations(), st.integers(0, 600), st.integers(0, 30), st.integers(1, 300))
+def test_stepped_trim_properties(
+    messages: list[dict[str, Any]], budget: int, fixed: int, step: int
+) -> None:
+    """Stepped trimming keeps every guarantee of turn-wise trimming except minimality."""
+    pinned = [x for x in messages if x["role"] in ("system", "developer")]
+    try:
+        out = trim_openai(messages, budget, cost, fixed, step=step)
+    except ContextTooLarge:
+        return
+    assert out.tokens == fixed + total(out.messages) <= budget
+    assert is_subsequence(out.messages, messages)
+    assert all(any(p is x for x in out.messages) for p in pinned)
+    if fixed + total(messages) <= budget:
+        assert out.messages is messages
+
+
+def test_costs_may_be_given_as_a_list() -> None:
+    msgs = [m("user"), m("assistant"), m("user")]
+    assert trim_openai(msgs, 25, cost, 0) == trim_openai(msgs, 25, [10, 10, 10], 0)
+    with pytest.raises(ValueError):
+        trim_openai(msgs, 25, [10, 10], 0)
+
+
+# ---------------------------------------------------------------- Responses API input
+
+
+def item(kind: str, t: int = 10, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "_t": t, **extra}
+
+
+def umsg(role: str = "user", t: int = 10) -> dict[str, Any]:
+    return {"role": role, "content": "x", "_t": t}  # "type" omitted, as the SDK allows
+
+
+def test_responses_keeps_function_calls_with_outputs_and_pins_system_items() -> None:
+    old = [
+        umsg(),
+        item("reasoning", id="rs_1"),
+        item("function_call", call_id="c1"),
+        item("function_call_output", call_id="c1"),
+        item("message", role="assistant"),
+    ]
+    dev = item("message", role="developer", t=5)
+    new = [umsg(), item("function_call", call_id="c2"), item("function_call_output", call_id="c2")]
+    out = trim_responses([dev, *old, *new], budget=40, cost=cost, fixed=0)
+    assert [dev, *new] == out.messages
+    assert (5, 35) == (out.removed, out.tokens)
+
+
+def test_responses_orphan_outputs_at_the_head_are_dropped() -> None:
+    items = [
+        item("function_call_output", call_id="gone"),
+        item("message", role="assistant"),
+        umsg(),
+        item("message", role="assistant"),
+        umsg(),
+    ]
+    out = trim_responses(items, budget=30, cost=cost, fixed=0)
+    assert items[2:] == out.messages
+
+
+def test_responses_fitting_input_is_the_same_list() -> None:
+    items = [umsg(), item("function_call", call_id="a"), item("function_call_output", call_id="a")]
+    assert trim_responses(items, 30, cost, 0).messages is items
+
+
+# ---------------------------------------------------------------- Anthropic cache_control
+
+
+def marked(role: str, t: int = 10) -> dict[str, Any]:
+    block = {"type": "text", "text": "doc", "cache_control": {"type": "ephemeral"}}
+    return {"role": role, "content": [block], "_t": t}
+
+
+def test_anthropic_trim_counts_dropped_breakpoints_and_the_prefix_to_rewrite() -> None:
+    msgs = [
+        marked("user", 30),
+        m("assistant"),
+        m("user"),
+        m("assistant"),
+        marked("user", 10),
+        m("assistant"),
+        m("user"),
+    ]
+    out = trim_anthropic(msgs, budget=55, cost=cost, fixed=5)
+    assert msgs[2:] == out.messages
+    assert (1, 5 + 10 + 10 + 10) == (out.breakpoints_dropped, out.cache_rewrite_tokens)
+    assert [b for b in out.messages[2]["content"]] == msgs[4]["content"]  # marker untouched
+
+
+def test_anthropic_fitting_request_reports_no_cache_cost() -> None:
+    msgs = [marked("user"), m("assistant"), m("user")]
+    assert TrimResult(msgs, 0, 30) == trim_anthropic(msgs, 30, cost, 0)
