@@ -16,11 +16,13 @@ from .forward import make_session
 from .handler import handle
 from .logs import make_logger
 from .metrics import METRICS, Metrics, metrics_handler
+from .models import ModelRegistry
 from .plugins import Pipeline, Plugin
 from .plugins.context_budget import ContextBudget
-from .plugins.metrics import MetricsPlugin, known_models
+from .plugins.metrics import MetricsPlugin
 from .plugins.request_log import RequestLog
 from .plugins.usage import UsageAccounting
+from .pricing import PriceTable
 from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinned
 from .resilience.attempts import AttemptLoop
 from .resilience.cooldown import make_store
@@ -34,10 +36,16 @@ __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app
 def default_plugins(config: Config, res: Resources) -> list[Plugin]:
     """The one explicit plugin list. Order only decides which ``on_request`` runs first:
     outcomes are settled before anything reports them."""
+    registry = ModelRegistry.from_config(config)
     metrics: list[Plugin] = []
     if config.metrics.enabled:
-        metrics.append(MetricsPlugin(res.metrics, known_models(config), res.logger))
-    return [ContextBudget(), UsageAccounting(config.pricing), *metrics, RequestLog(res.logger)]
+        metrics.append(MetricsPlugin(res.metrics, registry.known_names(), res.logger))
+    return [
+        ContextBudget(registry, res.corrections),
+        UsageAccounting(PriceTable(registry=registry)),
+        *metrics,
+        RequestLog(res.logger),
+    ]
 
 
 PluginFactory = Callable[[Config, Resources], list[Plugin]]
@@ -47,12 +55,14 @@ def build_state(
     config: Config, res: Resources, plugins: PluginFactory = default_plugins
 ) -> AppState:
     """A complete generation of request-serving state for ``config``."""
+    pipeline = Pipeline(plugins(config, res))
+    refusals = pipeline.on_refusal if pipeline.refusal_hooks else None
     return AppState(
         config=config,
         router=Router(config.routes),
-        pipeline=Pipeline(plugins(config, res)),
+        pipeline=pipeline,
         dispatcher=AttemptLoop(
-            res.session, config.timeouts, res.cooldowns, res.logger, res.responses
+            res.session, config.timeouts, res.cooldowns, res.logger, res.responses, refusals
         ),
         logger=res.logger,
     )

@@ -37,6 +37,8 @@ class AttemptReason(enum.StrEnum):
     """A 200 stream that failed before its first content (see ``StreamFailure``)."""
     ERROR_BODY = "error_body"
     """A 200 JSON answer carrying an error instead of a completion (when the route says so)."""
+    REFUSED_FIXED = "refused_fixed"
+    """A client error a plugin could fix (a context-length error: trimmed), sent again."""
     LOCAL = "answered_locally"
     """Not sent: the proxy answered for this upstream (an endpoint its API lacks, a local
     token count) or could not put the request in its API."""
@@ -116,9 +118,18 @@ class ContextOutcome:
     """What the context budget decided: how the prompt was counted and what was trimmed."""
 
     prompt_tokens_est: int
+    """The point estimate of what went upstream (after a trim, of the trimmed body)."""
     count_method: str
+    """``tiktoken`` (exact), ``prior``, ``learned`` or ``count_tokens``."""
     budget: int
     trimmed_messages: int = 0
+    low: int | None = None
+    """The most favourable count: trimming happens only when even this is over budget."""
+    high: int | None = None
+    retried: bool = False
+    """Trimmed after the upstream's own context-length error, and sent once more."""
+    breakpoints_dropped: int = 0
+    """Anthropic ``cache_control`` breakpoints the trim removed (the prompt cache restarts)."""
 
 
 class SlotKey(Generic[T]):

@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
+from .context.correction import Corrections, MemorySampleStore
 from .metrics import Metrics
 from .resilience.cooldown import CooldownStore
 from .sdnotify import Notifier
@@ -37,6 +38,8 @@ class Resources:
     metrics: Metrics
     responses: ResponseStore = field(default_factory=MemoryResponseStore)
     """Responses API conversations kept for clients served through a translation."""
+    corrections: Corrections = field(default_factory=lambda: Corrections(MemorySampleStore()))
+    """Learned token-count corrections: they outlive a reload."""
 
 
 RESOURCES = web.AppKey("resources", Resources)

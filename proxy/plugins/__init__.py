@@ -1,13 +1,27 @@
-"""The plugin seam: four phases, each with one written meaning, and the pipeline that runs them."""
+"""The plugin seam: five phases, each with one written meaning, and the pipeline that runs them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
+from ..config import Upstream
 from ..exchange import Exchange
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upstream's client-error answer (400, 413, 422), read before any byte reached the
+    client. ``body`` is as received (mind ``Content-Encoding``), at most 1 MiB of it."""
+
+    upstream: Upstream
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
 
 
 class Plugin:
@@ -23,6 +37,14 @@ class Plugin:
         """
         return None
 
+    async def on_refusal(self, ex: Exchange, refusal: Refusal) -> bool:
+        """An upstream refused the request as the client sent it (a context-length error...).
+
+        Return True after fixing the request through ``ex.replace_body``: it is sent once more
+        to the same upstream. False passes the refusal on to the client unchanged.
+        """
+        return False
+
     def on_chunk(self, ex: Exchange, chunk: bytes) -> None:
         """Each upstream body chunk, after it was written to the client.
 
@@ -34,9 +56,10 @@ class Plugin:
         refused before routing, proxy errors, cancelled requests and requests answered by
         ``on_request``): settle this plugin's outcome record on the exchange."""
 
-    def on_report(self, ex: Exchange) -> None:
+    async def on_report(self, ex: Exchange) -> None:
         """After every plugin's ``on_complete``: all outcome records are final. Read them to
-        report (log line, metrics, traces); never modify the exchange, never block."""
+        report (log line, metrics, traces) or to settle state that depends on another
+        plugin's outcome (learned token counts, spend); never modify the exchange."""
 
     async def close(self) -> None:
         """On shutdown or when a reload retires this plugin."""
@@ -57,6 +80,7 @@ class Pipeline:
         self.plugins = tuple(plugins)
         self._finishing: set[asyncio.Future[None]] = set()
         self.request_hooks = [p.on_request for p in plugins if _overrides(p, "on_request")]
+        self.refusal_hooks = [p.on_refusal for p in plugins if _overrides(p, "on_refusal")]
         self.chunk_taps = [p.on_chunk for p in plugins if _overrides(p, "on_chunk")]
         self.complete_hooks = [p.on_complete for p in plugins if _overrides(p, "on_complete")]
         self.report_hooks = [p.on_report for p in plugins if _overrides(p, "on_report")]
@@ -68,6 +92,13 @@ class Pipeline:
                 return response
         return None
 
+    async def on_refusal(self, ex: Exchange, refusal: Refusal) -> bool:
+        """True when a plugin fixed the request for one more try."""
+        for hook in self.refusal_hooks:
+            if await hook(ex, refusal):
+                return True
+        return False
+
     async def on_complete(self, ex: Exchange) -> None:
         """Every hook runs even if an earlier one failed: the log line must always be written."""
         for hook in self.complete_hooks:
@@ -77,7 +108,7 @@ class Pipeline:
                 ex.plugin_errors.append(f"{hook.__qualname__}: {exc!r}")
         for report in self.report_hooks:
             try:
-                report(ex)
+                await report(ex)
             except Exception as exc:
                 ex.plugin_errors.append(f"{report.__qualname__}: {exc!r}")
 

@@ -1,8 +1,15 @@
-"""Keep chat requests inside the model's context budget, rewriting ``messages`` only when needed.
+"""Keep chat requests inside the model's window: never trim one that fits, fix one that does not.
 
-Order of work, cheapest first: a byte-level peek (model and output reserve, no JSON parse) and
-the length bound (a token covers at least one byte) let almost every request through untouched;
-only a body that may not fit is parsed and counted, and large ones are counted off the loop.
+- Pre-emptive: a request is trimmed only when even its most favourable count (the low bound
+  of a learned correction, or the exact count for OpenAI models) is over the budget; then it
+  is cut in cache-stable steps (see ``context/stepped.py``). Cheapest first: a byte-level
+  peek (model and output cap, no JSON parse) and the length bound let almost every request
+  through without counting; large bodies are counted off the event loop.
+- Error-driven: when the upstream answers with a context-length error anyway, the figures
+  it states decide the trim, and the request is sent once more before any byte reached the
+  client (the ``on_refusal`` phase).
+- Learning: billed input tokens are compared with the proxy's raw count of what was sent,
+  per upstream, model and script, so the bounds tighten as responses arrive.
 """
 
 from __future__ import annotations
@@ -10,111 +17,62 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from ..config import Context
-from ..context import tokens
-from ..context.trim import ContextTooLarge, trim_anthropic, trim_openai
-from ..context.windows import context_window
+from ..context.budget import Budget, input_budget, requested_output
+from ..context.correction import Corrections, Measured
+from ..context.counting import Api, RawCount, api_for, raw_count
+from ..context.fit import Fit, fit_request, fit_retry
+from ..context.overflow import parse_overflow, retry_budget
+from ..context.tokens import all_loaded, may_exceed
+from ..context.trim import ContextTooLarge
 from ..errors import ContextLengthExceeded
 from ..exchange import Exchange
-from ..outcomes import ContextOutcome
-from . import Plugin
+from ..models import ModelFacts, ModelRegistry
+from ..outcomes import ContextOutcome, SlotKey
+from . import Plugin, Refusal
 
 OFF_LOOP_BYTES = 64 * 1024
 """Bodies larger than this are counted and trimmed off the loop (tiktoken drops the GIL)."""
+LEARN_EVERY = 10
+"""Once a correction has this many samples, only every n-th fitting request is counted."""
 
 _MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
 _RESERVE = re.compile(rb'"max_(?:completion_|output_)?tokens"\s*:\s*(\d{1,9})')
-_ENDPOINTS = {"openai": ("/chat/completions",), "anthropic": ("/v1/messages",)}
-RESERVE_KEYS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
-WindowOf = Callable[[Context, "str | None"], "int | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    tokens: int
-    window: int | None
-
-
-def budget_for(ctx: Context, window: int | None, reserve: int | None) -> Budget | None:
-    """window - output reserve - safety margin, capped by the route's max_input_tokens."""
-    limits = []
-    if window is not None:
-        out = reserve if reserve is not None else ctx.reserve_output_tokens
-        limits.append(window - out - ctx.safety_margin)
-    if ctx.max_input_tokens is not None:
-        limits.append(ctx.max_input_tokens)
-    return Budget(max(0, min(limits)), window) if limits else None
-
-
-def peek_budget(ctx: Context, body: bytes, window_of: WindowOf) -> Budget | None:
-    """A budget no larger than the real one, read from the raw bytes without parsing JSON.
-
-    Nested objects may also have "model" or "max_tokens" keys, so the smallest budget over
-    every match is taken; no model match at all means "don't know" (None: parse to find out).
-    """
-    models = [m.decode("utf-8", "replace") for m in _MODEL.findall(body)]
-    if not models:
-        return None
-    reserves = [int(r) for r in _RESERVE.findall(body)]
-    reserve = max(reserves) if reserves else None
-    budgets: list[Budget] = []
-    for model in models:
-        budget = budget_for(ctx, window_of(ctx, model), reserve)
-        if budget is None:
-            return None
-        budgets.append(budget)
-    return min(budgets, key=lambda b: b.tokens)
-
-
-def is_chat_endpoint(provider: str, tail: str) -> bool:
-    return any(tail.endswith(suffix) for suffix in _ENDPOINTS.get(provider, ()))
 
 
 @dataclass(slots=True)
-class Outcome:
-    """What fitting one request came to; ``body`` is None when the original bytes go out."""
+class _Sent:
+    """What this plugin knows about the body that went (or goes) upstream."""
 
-    count: tokens.TokenCount
-    budget: int
-    body: bytes | None = None
-    removed: int = 0
+    api: Api
+    facts: ModelFacts
+    budget: Budget | None
+    data: dict[str, Any]
+    raw: RawCount
+    measured: Measured
+    retried: bool = False
 
 
-def fit(data: dict[str, Any], provider: Any, budget: int, factor: float) -> Outcome:
-    """Count, and trim when over budget. Pure CPU work: safe to run in a thread."""
-    count = tokens.count_request(data, provider, factor)
-    if count.tokens <= budget:
-        return Outcome(count, budget)
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ContextTooLarge(count.tokens, budget)
-    model = data.get("model") if isinstance(data.get("model"), str) else None
-
-    def cost(msg: dict[str, Any]) -> int:
-        return tokens.message_tokens(msg, provider, model, factor)
-
-    fixed = tokens.fixed_tokens(data, provider, factor)
-    trim = trim_anthropic if provider == "anthropic" else trim_openai
-    result = trim(messages, budget, cost, fixed)
-    new_body = json.dumps({**data, "messages": result.messages}, ensure_ascii=False).encode()
-    return Outcome(tokens.TokenCount(result.tokens, count.method), budget, new_body, result.removed)
+_SENT: SlotKey[_Sent] = SlotKey("context_budget")
 
 
 class ContextBudget(Plugin):
-    """Refuses what can never fit (400 context_length_exceeded, nothing sent upstream) and
-    evicts the oldest whole turns from what does not fit now."""
+    """Refuses what can never fit (400 context_length_exceeded, nothing sent upstream),
+    evicts the oldest whole turns from what does not fit, and learns from the bill."""
 
     name = "context_budget"
 
-    def __init__(self) -> None:
-        self._windows: dict[tuple[int, str | None], int | None] = {}
+    def __init__(self, registry: ModelRegistry, corrections: Corrections) -> None:
+        self._registry = registry
+        self._registries: dict[int, ModelRegistry] = {}
+        self._corrections = corrections
+        self._seen = 0
         # One worker thread: counting is CPU-bound, and one thread stalls the loop least
         # (bench/bench_tokens.py: 2 ms worst stall vs 11 ms with the default pool).
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="context-budget")
@@ -122,60 +80,230 @@ class ContextBudget(Plugin):
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def window_of(self, ctx: Context, model: str | None) -> int | None:
-        """Context windows by model, memoised: the prefix lookup is on every request's path."""
-        key = (id(ctx), model)
-        try:
-            return self._windows[key]
-        except KeyError:
-            if len(self._windows) > 4096:
-                self._windows.clear()
-            window = self._windows[key] = context_window(model, ctx.models)
-            return window
+    def registry(self, ctx: Context) -> ModelRegistry:
+        """The registry with a route's own ``context.models`` windows on top."""
+        found = self._registries.get(id(ctx))
+        if found is None:
+            found = self._registries[id(ctx)] = self._registry.for_context(ctx)
+        return found
+
+    # -- before the first attempt ------------------------------------------------------------
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
         assert ex.route is not None
         ctx = ex.route.config.context
-        provider = ex.route.provider.name
         if not ctx.enabled or ex.request.method != "POST":
             return None
         if ex.request.headers.get("Content-Encoding", "identity") != "identity":
             return None
-        if not is_chat_endpoint(provider, ex.tail):
+        api = api_for(ex.route.provider.name, ex.tail)
+        if api is None:
             return None
-        floor = peek_budget(ctx, ex.body, self.window_of)
-        if floor is not None and not tokens.may_exceed(ex.body, floor.tokens, ctx.safety_factor):
-            return None
+        registry = self.registry(ctx)
+        upstream = ex.route.config.upstreams[0].name
+        floor = peek_budget(ex.body, ctx, registry)
+        if floor is not None:
+            ceiling = await self._corrections.low_ratio_ceiling(upstream, floor[0])
+            if not may_exceed(ex.body, floor[1].tokens, safety_factor=ceiling):
+                return None  # fits by any count: not even parsed
         data = ex.json_object()
-        if data is None:
-            return None
-        model = data.get("model") if isinstance(data.get("model"), str) else None
-        reserve = next((data[k] for k in RESERVE_KEYS if isinstance(data.get(k), int)), None)
-        budget = budget_for(ctx, self.window_of(ctx, model), reserve)
+        if data is None or data.get("previous_response_id"):
+            return None  # unparseable (the upstream answers), or the history lives upstream
+        name = data.get("model")
+        facts = registry.facts(name if isinstance(name, str) else None)
+        budget = input_budget(facts, ctx, requested_output(data))
         if budget is None:
             return None
-        outcome = await self._fit(ex, data, provider, budget.tokens, ctx.safety_factor)
-        ex.context = ContextOutcome(
-            outcome.count.tokens, outcome.count.method, outcome.budget, outcome.removed
-        )
-        if outcome.body is not None:
-            ex.replace_body(outcome.body)
-            ex.response_headers["x-proxy-context-trimmed"] = str(outcome.removed)
-        return None
-
-    async def _fit(
-        self, ex: Exchange, data: dict[str, Any], provider: str, budget: int, factor: float
-    ) -> Outcome:
+        raw = await self._off_loop(len(ex.body), raw_count, data, api, registry)
+        measured = await self._corrections.measure(upstream, facts.name, raw)
+        sent = _Sent(api, facts, budget, data, raw, measured)
+        ex.set_slot(_SENT, sent)
         try:
-            if len(ex.body) > OFF_LOOP_BYTES or not tokens.all_loaded():
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._pool, fit, data, provider, budget, factor)
-            return fit(data, provider, budget, factor)
+            fit = await self._off_loop(
+                len(ex.body),
+                fit_request,
+                data,
+                api,
+                raw,
+                measured.bounds,
+                budget,
+                ctx.trim_target_share,
+            )
         except ContextTooLarge as exc:
-            ex.context = ContextOutcome(exc.needed, "estimate", exc.budget)
+            ex.context = _outcome(measured, exc.budget, needed=exc.needed)
             raise ContextLengthExceeded(
                 f"This request needs at least {exc.needed} input tokens after dropping every "
                 f"older turn, but the budget for this model is {exc.budget} tokens "
                 "(context window minus the output reserve and safety margin). "
                 "Shorten the system prompt or the newest message, or lower max_tokens."
             ) from None
+        ex.context = _outcome(measured, budget.tokens, fit=fit)
+        if fit.body is not None:
+            await self._apply(ex, sent, fit, registry)
+            ex.response_headers["x-proxy-context-trimmed"] = str(ex.context.trimmed_messages)
+        return None
+
+    async def _apply(self, ex: Exchange, sent: _Sent, fit: Fit, registry: ModelRegistry) -> None:
+        """Send the trimmed body, and remember its own raw count for learning and retries."""
+        assert fit.body is not None
+        body = json.dumps(fit.body, ensure_ascii=False).encode()
+        ex.replace_body(body)
+        sent.data = fit.body
+        sent.raw = await self._off_loop(len(body), raw_count, fit.body, sent.api, registry)
+        sent.measured = replace(sent.measured, bounds=fit.bounds)
+
+    # -- after a context-length error ------------------------------------------------------
+
+    async def on_refusal(self, ex: Exchange, refusal: Refusal) -> bool:
+        assert ex.route is not None
+        ctx = ex.route.config.context
+        if not ctx.enabled:
+            return False
+        overflow = parse_overflow(
+            refusal.status, refusal.body, refusal.headers.get("Content-Encoding")
+        )
+        if overflow is None:
+            return False
+        sent = ex.slot(_SENT) or await self._count_now(ex, ctx, refusal.upstream.name)
+        if sent is None or sent.retried:
+            return False
+        sent.retried = True
+        if overflow.prompt_tokens and sent.measured.key is not None:
+            await self._corrections.observe(
+                sent.measured.key, sent.raw.tokens, overflow.prompt_tokens
+            )
+        target = retry_budget(
+            overflow,
+            sent_estimate=sent.raw.tokens,
+            reserve=requested_output(sent.data),
+            known_window=sent.facts.window,
+            output_reserve_share=ctx.output_reserve_share,
+        )
+        if target is None:
+            return False  # only the client can fix it (max_tokens alone fills the window)
+        try:
+            fit = await self._off_loop(
+                len(ex.body),
+                fit_retry,
+                sent.data,
+                sent.api,
+                sent.raw,
+                sent.measured.bounds,
+                target,
+                ctx.trim_target_share,
+            )
+        except ContextTooLarge:
+            return False  # the newest turn alone is too long: the upstream's error stands
+        if fit.body is None or fit.removed == 0:
+            return False
+        before = ex.context
+        await self._apply(ex, sent, fit, self.registry(ctx))
+        ex.context = _outcome(sent.measured, fit.budget, fit=fit, retried=True, before=before)
+        ex.response_headers["x-proxy-context-trimmed"] = str(ex.context.trimmed_messages)
+        return True
+
+    async def _count_now(self, ex: Exchange, ctx: Context, upstream: str) -> _Sent | None:
+        """The request skipped counting (it looked like it fits): count it now."""
+        assert ex.route is not None
+        api = api_for(ex.route.provider.name, ex.tail)
+        data = ex.json_object() if not ex.body_replaced else None
+        if api is None or data is None:
+            return None
+        registry = self.registry(ctx)
+        model = data.get("model") if isinstance(data.get("model"), str) else None
+        facts = registry.facts(model)
+        raw = await self._off_loop(len(ex.body), raw_count, data, api, registry)
+        measured = await self._corrections.measure(upstream, facts.name, raw)
+        sent = _Sent(
+            api, facts, input_budget(facts, ctx, requested_output(data)), data, raw, measured
+        )
+        ex.set_slot(_SENT, sent)
+        return sent
+
+    # -- after the answer ------------------------------------------------------------------
+
+    async def on_report(self, ex: Exchange) -> None:
+        """Learn from the input tokens the provider billed for what was sent."""
+        usage = ex.usage.usage if ex.usage is not None else None
+        if usage is None or usage.source != "upstream" or not usage.prompt_tokens:
+            return
+        if ex.status is None or not 200 <= ex.status < 300 or ex.upstream is None:
+            return
+        if ex.translation is not None:
+            return  # billed in another API's terms
+        sent = ex.slot(_SENT)
+        if sent is None:
+            sent = await self._sample(ex)
+        if sent is None or sent.measured.key is None:
+            return
+        if sent.measured.key.upstream != ex.upstream.name:
+            return  # a fallback served it: its tokens are another upstream's
+        await self._corrections.observe(sent.measured.key, sent.raw.tokens, usage.prompt_tokens)
+
+    async def _sample(self, ex: Exchange) -> _Sent | None:
+        """Count a request that fit without counting, to learn from it: every one while the
+        correction is young, then every ``LEARN_EVERY``-th."""
+        if ex.route is None or not ex.route.config.context.enabled or ex.upstream is None:
+            return None
+        data = ex.json_object()
+        model = data.get("model") if data is not None else None
+        ctx = ex.route.config.context
+        if not isinstance(model, str) or self.registry(ctx).facts(model).tokenizer.exact:
+            return None  # counted exactly: nothing to learn
+        self._seen += 1
+        sent = await self._count_now(ex, ctx, ex.upstream.name)
+        if sent is None or sent.measured.key is None:
+            return None
+        if sent.measured.bounds.samples >= 20 and self._seen % LEARN_EVERY:
+            return None
+        return sent
+
+    async def _off_loop(self, size: int, fn: Any, *args: Any) -> Any:
+        if size > OFF_LOOP_BYTES or not all_loaded():
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return fn(*args)
+
+
+def peek_budget(body: bytes, ctx: Context, registry: ModelRegistry) -> tuple[str, Budget] | None:
+    """A budget no larger than the real one, read from the raw bytes without parsing, with the
+    model name it was computed for.
+
+    Nested objects may also have "model" or "max_tokens" keys, so the smallest budget over
+    every match is taken; no usable match at all means "don't know" (parse to find out).
+    """
+    models = [m.decode("utf-8", "replace") for m in _MODEL.findall(body)]
+    if not models:
+        return None
+    reserves = [int(r) for r in _RESERVE.findall(body)]
+    reserve = max(reserves) if reserves else None
+    best: tuple[str, Budget] | None = None
+    for model in models:
+        facts = registry.facts(model)
+        budget = input_budget(facts, ctx, reserve)
+        if budget is None:
+            return None
+        if best is None or budget.tokens < best[1].tokens:
+            best = (facts.name, budget)
+    return best
+
+
+def _outcome(
+    measured: Measured,
+    budget: int,
+    *,
+    fit: Fit | None = None,
+    needed: int | None = None,
+    retried: bool = False,
+    before: ContextOutcome | None = None,
+) -> ContextOutcome:
+    bounds = fit.bounds if fit is not None and fit.body is not None else measured.bounds
+    return ContextOutcome(
+        prompt_tokens_est=needed if needed is not None else bounds.estimate,
+        count_method=bounds.method.value,
+        budget=budget,
+        trimmed_messages=(before.trimmed_messages if before else 0) + (fit.removed if fit else 0),
+        low=bounds.low,
+        high=bounds.high,
+        retried=retried,
+        breakpoints_dropped=fit.breakpoints_dropped if fit else 0,
+    )

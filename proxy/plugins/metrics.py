@@ -55,7 +55,7 @@ class MetricsPlugin(Plugin):
         self._m.track(ex)
         return None
 
-    def on_report(self, ex: Exchange) -> None:
+    async def on_report(self, ex: Exchange) -> None:
         self._m.untrack(ex)
         try:
             self.observe(ex)

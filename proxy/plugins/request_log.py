@@ -15,5 +15,5 @@ class RequestLog(Plugin):
     def __init__(self, logger: Any) -> None:
         self._log = logger
 
-    def on_report(self, ex: Exchange) -> None:
+    async def on_report(self, ex: Exchange) -> None:
         getattr(self._log, log_level(ex))("request", **log_fields(ex))

@@ -71,9 +71,12 @@ class UsageAccounting(Plugin):
     name = "usage"
 
     def __init__(
-        self, pricing: Mapping[str, PriceEntry], *, inline_max_chars: int = INLINE_MAX_CHARS
+        self,
+        prices: PriceTable | Mapping[str, PriceEntry],
+        *,
+        inline_max_chars: int = INLINE_MAX_CHARS,
     ) -> None:
-        self._prices = _price_table(pricing)
+        self._prices = prices if isinstance(prices, PriceTable) else _price_table(prices)
         self._inline_max = inline_max_chars
 
     def on_chunk(self, ex: Exchange, chunk: bytes) -> None:

@@ -25,6 +25,7 @@ from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
 from ..forward import LiveResponse, Outgoing, UpstreamResponse, open_attempt, read_head
 from ..outcomes import Attempt, AttemptReason, TranslationOutcome
+from ..plugins import Refusal
 from ..stream_content import StreamFamily, stream_family
 from ..translate import LocalAnswer, Passthrough, ResponseStore, Translation, Unsupported
 from ..translate.families import provider_of
@@ -34,6 +35,7 @@ from .hints import backoff, is_quota_exhausted, parse_wait, proactive_cooldown
 
 MAX_WAIT_HEADER = "x-proxy-max-wait"
 _OVERLOAD = frozenset({429, 503, 529})
+_REFUSALS = frozenset({400, 413, 422})
 _OVERLOAD_EVENTS = frozenset({"overloaded_error", "rate_limit_error", "rate_limit_exceeded"})
 _MAX_ERROR_BODY = 1 << 20
 _REMAINING = (
@@ -91,6 +93,8 @@ class _Failed:
     answer: _Reply | None = None
     """The upstream's own error answer, kept in case nothing better comes."""
     error: ProxyError | None = None
+    fixed: bool = False
+    """A plugin fixed the request after this refusal: send it again at once (not counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,7 @@ class AttemptLoop:
         store: CooldownStore,
         logger: Any,
         responses: ResponseStore | None = None,
+        on_refusal: Callable[[Exchange, Refusal], Awaitable[bool]] | None = None,
     ) -> None:
         self.session = session
         self.timeouts = timeouts
@@ -192,6 +197,8 @@ class AttemptLoop:
         self.log = logger
         self.responses = responses
         """Responses API conversations, for clients served through a translation."""
+        self.on_refusal = on_refusal
+        """The plugins' chance to fix a request an upstream refused (context length...)."""
 
     async def dispatch(self, ex: Exchange) -> Dispatch:
         return await _Run(self, ex).go()
@@ -209,6 +216,7 @@ class _Run:
         self.index = 0
         self.kept: _Reply | None = None
         self.error: ProxyError | None = None
+        self.fixed_once = False
 
     @property
     def has_fallback(self) -> bool:
@@ -254,16 +262,20 @@ class _Run:
 
     async def _try_upstream(self, upstream: Upstream) -> _Reply | None:
         """Attempts on one upstream; None means "go on to the next one"."""
-        for n in range(self.retry.max_attempts):
+        n = 0
+        while n < self.retry.max_attempts:
             if not await self._respect_cooldown(upstream):
                 return None
             result = await self._attempt(upstream, n)
             if isinstance(result, _Reply):
                 return result
             self._keep(result, upstream)
+            if result.fixed:
+                continue  # the same request, fixed: again at once, not counted as a retry
+            n += 1
             if not result.fall_back:
                 self.index = len(self.upstreams)  # nothing after this may be tried
-            if not result.retry_same or n + 1 >= self.retry.max_attempts:
+            if not result.retry_same or n >= self.retry.max_attempts:
                 return None
             if result.wait_s > self.left_s:
                 return None
@@ -328,7 +340,20 @@ class _Run:
             return await self._retryable(record, leg, live, n)
         if live.status == 200:
             return await self._accept_ok(record, leg, live, n)
+        if live.status in _REFUSALS and self.loop.on_refusal is not None and not self.fixed_once:
+            return await self._refused(record, leg, live)
         return leg.reply(live)
+
+    async def _refused(self, record: Attempt, leg: _Leg, live: LiveResponse) -> _Reply | _Failed:
+        """A client error the plugins may be able to fix (a context-length error)."""
+        assert self.loop.on_refusal is not None
+        answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
+        refusal = Refusal(leg.upstream, live.status, live.headers, answer.head)
+        if not await self.loop.on_refusal(self.ex, refusal):
+            return leg.reply(answer)
+        self.fixed_once = True
+        record.reason = AttemptReason.REFUSED_FIXED
+        return _Failed(0.0, retry_same=True, answer=leg.reply(answer), fixed=True)
 
     async def _leg(self, upstream: Upstream) -> _Leg | _Reply:
         """The request as this upstream takes it: forwarded, translated, or answered here."""

@@ -104,7 +104,9 @@ async def test_refused_requests_leave_the_same_log_line_as_proxied_ones(
     assert status == got
     assert headers["x-proxy-request-id"] == headers["x-request-id"]
     assert "error" in json.loads(payload)
-    proxied, refused = await logs.settled(2)
+    lines = await logs.settled(2)
+    refused = next(x for x in lines if x["request_id"] == headers["x-proxy-request-id"])
+    proxied = next(x for x in lines if x is not refused)
     assert list(proxied) == list(refused)
     assert (status, headers["x-proxy-request-id"]) == (refused["status"], refused["request_id"])
     assert 1 == len(fake.requests)

@@ -382,7 +382,7 @@ async def test_plugin_tracks_in_flight_from_request_to_completion() -> None:
     ex = exchange(cfg)
     await plugin.on_request(ex)
     assert {ex} == metrics.live
-    plugin.on_report(ex)
+    await plugin.on_report(ex)
     assert set() == metrics.live
 
 
@@ -400,6 +400,6 @@ async def test_a_failing_observation_is_logged_not_raised() -> None:
     ex = exchange(cfg)
     # a counter refuses to go down
     ex.usage = UsageOutcome("gpt-4o", Usage(prompt_tokens=-1, source="upstream"))
-    plugin.on_report(ex)
+    await plugin.on_report(ex)
     assert ["metrics failed"] == [e for e, _ in log.errors]
     assert "rid" == log.errors[0][1]["request_id"]
