@@ -124,8 +124,8 @@ def crashes(output: str) -> list[str]:
     for i, line in enumerate(lines):
         if line.startswith("Traceback (most recent call last)"):
             end = next((j for j in range(i + 1, len(lines)) if not lines[j][:1].isspace()), None)
-            if end is not None:
-                exceptions[lines[end][:160]] += 1
+            if end is not None:  # positions and sizes vary; the kind of failure does not
+                exceptions[re.sub(r"\d+", "N", lines[end])[:160]] += 1
     found += [f"  {n} x {exc}" for exc, n in exceptions.most_common(15)]
     if SECRET.decode() in output:
         found.append("the client's credential appears in the proxy's output")

@@ -43,33 +43,58 @@ class Response:
 
 
 @dataclass(frozen=True, slots=True)
+class Reply:
+    """What came back on one connection."""
+
+    outcome: Outcome
+    response: Response | None = None
+    raw: bytes = b""
+    """The first bytes received, for reports and the secret check."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     case: FuzzCase
     outcome: Outcome
     response: Response | None = None
     raw: bytes = b""
-    """The first bytes received, for the report and the secret check."""
     detail: str = ""
 
 
 async def send(case: FuzzCase, host: str, port: int, timeout: float) -> Result:
-    """Connect, send ``case.data`` while reading, end the client side as the case says."""
+    """Send one case as its ending says; what came back, with the case."""
+    reply = await roundtrip(host, port, case.data, timeout, case.ending, reset=case.index % 2 == 0)
+    return Result(case, reply.outcome, reply.response, reply.raw, reply.detail)
+
+
+async def roundtrip(
+    host: str,
+    port: int,
+    data: bytes,
+    timeout: float,
+    ending: Ending = Ending.WAIT,
+    *,
+    reset: bool = False,
+) -> Reply:
+    """Connect, send ``data`` while reading, end the client side as ``ending`` says (an abort
+    closes with an RST when ``reset``, else a FIN), and read one response."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         async with asyncio.timeout(timeout):
-            if case.ending is Ending.ABORT:
-                await _write(writer, case.data)
-                _abort(writer, reset=case.index % 2 == 0)
-                return Result(case, Outcome.ABORTED)
-            sending = asyncio.create_task(_write(writer, case.data, case.ending))
+            if ending is Ending.ABORT:
+                await _write(writer, data)
+                _abort(writer, reset=reset)
+                return Reply(Outcome.ABORTED)
+            sending = asyncio.create_task(_write(writer, data, ending))
             try:
-                return await _read(case, reader)
+                return await _read(reader)
             finally:
                 sending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sending
     except TimeoutError:
-        return Result(case, Outcome.TIMED_OUT)
+        return Reply(Outcome.TIMED_OUT)
     finally:
         writer.close()
 
@@ -91,7 +116,7 @@ def _abort(writer: asyncio.StreamWriter, *, reset: bool) -> None:
     writer.transport.abort() if reset else writer.close()
 
 
-async def _read(case: FuzzCase, reader: asyncio.StreamReader) -> Result:
+async def _read(reader: asyncio.StreamReader) -> Reply:
     """Until one complete response (interim 1xx answers skipped), or the connection ends."""
     parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
     parser.send(h11.Request(method="POST", target="/", headers=[("Host", "fuzz")]))
@@ -106,7 +131,7 @@ async def _read(case: FuzzCase, reader: asyncio.StreamReader) -> Result:
         if len(raw) < _KEEP_RAW:
             raw += data[: _KEEP_RAW - len(raw)]
         if not data and not raw:
-            return Result(case, Outcome.CLOSED)
+            return Reply(Outcome.CLOSED)
         parser.receive_data(data)
         try:
             event = parser.next_event()
@@ -116,15 +141,14 @@ async def _read(case: FuzzCase, reader: asyncio.StreamReader) -> Result:
                 elif isinstance(event, h11.Data):
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage) and head is not None:
-                    return Result(case, Outcome.ANSWERED, _response(head, body), bytes(raw))
+                    return Reply(Outcome.ANSWERED, _response(head, body), bytes(raw))
                 elif isinstance(event, h11.ConnectionClosed):
                     raise h11.RemoteProtocolError("connection closed mid-response")
                 event = parser.next_event()
         except h11.RemoteProtocolError as exc:
-            return Result(case, Outcome.MALFORMED, raw=bytes(raw), detail=str(exc))
+            return Reply(Outcome.MALFORMED, raw=bytes(raw), detail=str(exc))
         if not data:
-            detail = "connection closed mid-response"
-            return Result(case, Outcome.MALFORMED, raw=bytes(raw), detail=detail)
+            return Reply(Outcome.MALFORMED, raw=bytes(raw), detail="connection closed mid-response")
 
 
 def _response(head: h11.Response, body: bytearray) -> Response:
