@@ -3,8 +3,8 @@
 A case is a function of ``(seed, index)`` alone, so any case of a 10,000-case run can be rebuilt
 on its own and replayed by hand against a proxy started with :func:`fuzz_routes`::
 
-    python -m tests.fuzzing SEED INDEX > case.bin      # what the case is goes to stderr
-    nc -q 5 127.0.0.1 PORT < case.bin
+    python -m tests.fuzzing SEED INDEX 127.0.0.1:PORT  # sends it, prints the answer
+    python -m tests.fuzzing SEED INDEX > case.bin      # or just its bytes
 
 Categories rotate with the index and the four routes (OpenAI and Anthropic, each with and
 without the context budget) with every full turn of categories, so any 40 consecutive cases
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cases import BUILDERS, Category
-from .wire import SECRET, TARGETS, Ending, Request, Shape, Target
+from .wire import MAX_BODY_BYTES, SECRET, TARGETS, Ending, Request, Shape, Target
 
 __all__ = [
     "CONTEXT_INPUT_CAP",
@@ -56,9 +56,6 @@ __all__ = [
 CONTEXT_INPUT_CAP = 64
 """``max_input_tokens`` on the context routes: small, so nearly every chat body is parsed,
 counted and often trimmed or refused, which is where odd JSON meets the budget's code."""
-
-MAX_BODY_BYTES = 1 << 20
-"""``limits.max_body_bytes`` for the fuzz config; some bodies and bombs exceed it."""
 
 
 def fuzz_routes(upstream_url: str) -> list[dict[str, Any]]:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from .bodies import dumps
-from .wire import SECRET, Draft, Ending, Request, Shape, chunk, set_path
+from .wire import MAX_BODY_BYTES, SECRET, Draft, Ending, Request, Shape, chunk, set_path
 
 Builder = Callable[[random.Random, Request], Draft]
-_R, _A = Shape.ROUTE, Shape.ANY
+_R, _A = Shape.ROUTE, Shape.ANY  # for the table of odd headers
 
 
 class Category(StrEnum):
@@ -21,7 +21,7 @@ class Category(StrEnum):
     BAD_JSON = "bad_json"
     DEEP_NESTING = "deep_nesting"
     WRONG_TYPES = "wrong_types"
-    HEADERS = "headers"
+    HEADERS = "headers_and_sizes"
     TRUNCATED = "truncated_body"
     BAD_CHUNKED = "bad_chunked"
     NON_UTF8 = "non_utf8"
@@ -47,14 +47,15 @@ _ESCAPES = (rb'"\x41"', rb'"\u12"', rb'"\uZZZZ"', rb'"\'"', b'"\x01"', b'"a\nb"'
 _SURROGATES = (rb'"\ud800"', rb'"\udfff"', rb'"\ud800\u0041"', rb'"\ud800\ud800"', rb'"a\udbff"')
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity", b"1e999999", b"-1e999999", b"1" * 5000)
 _NOT_OBJECTS = (b"", b" ", b"null", b"[]", b'"text"', b"123", b"true", b"{}{}", b"{'model': 1}")
+_JSON_KINDS = (
+    "truncated", "trailing", "escape", "surrogate", "non_finite", "bom", "utf16", "not_object",
+)  # fmt: skip
 
 
 def bad_json(rng: random.Random, req: Request) -> Draft:
     req = req.with_body(rng)
     body, where = req.body, rng.choice((("messages", -1, "content"), ("model",), ("metadata",)))
-    kind = rng.choice(
-        ("truncated", "trailing", "escape", "surrogate", "non_finite", "bom", "utf16", "not_object")
-    )
+    kind = rng.choice(_JSON_KINDS)
     if kind == "truncated":
         body = body[: rng.randrange(1, len(body))]
     elif kind == "trailing":
@@ -155,7 +156,8 @@ def _token(rng: random.Random) -> bytes:
 def _header_count(rng: random.Random, req: Request) -> Draft:
     n = rng.choice((50, 100, 120, 127, 128, 129, 200, 1000))
     extra = [b"X-Fuzz-%d: %s" % (i, _token(rng)) for i in range(n)]
-    return Draft(f"{n}_headers", req.frame(extra=extra), shape=Shape.ROUTE if n <= 100 else _A)
+    shape = Shape.ROUTE if n <= 100 else Shape.ANY  # aiohttp's limit is 128 header lines
+    return Draft(f"{n}_headers", req.frame(extra=extra), shape=shape)
 
 
 def _header_size(rng: random.Random, req: Request) -> Draft:
@@ -245,7 +247,16 @@ def _content_length(rng: random.Random, req: Request) -> Draft:
     return Draft(f"content_length_{kind}", req.frame(lines=lines), shape=shape)
 
 
+def _huge_body(rng: random.Random, req: Request) -> Draft:
+    """One huge JSON string value; the largest is just over the body limit (a 413)."""
+    req = req.with_body(rng)
+    name, size = rng.choice((("64k", 1 << 16), ("512k", 1 << 19), ("over_limit", MAX_BODY_BYTES)))
+    body = req.spliced(rng, ("messages", -1, "content"), b'"' + b"x" * size + b'"')
+    return Draft(f"huge_body_{name}", req.frame(body=body))
+
+
 _HEADER_BUILDERS: tuple[Builder, ...] = (
+    _huge_body,
     _header_count,
     _header_size,
     _header_total,
@@ -284,20 +295,7 @@ def truncated(rng: random.Random, req: Request) -> Draft:
 
 # ---- bad chunked encoding -------------------------------------------------------------------
 
-_SIZES = (
-    b"zz",
-    b"-1",
-    b"0x5",
-    b"+5",
-    b" 5",
-    b"5 ",
-    b"",
-    b"5\t",
-    b"ffffffffffffffffffff",
-    b"1" * 40,
-)
-
-
+_SIZES = (b"zz", b"-1", b"0x5", b"+5", b" 5", b"5 ", b"", b"5\t", b"f" * 20, b"1" * 40)
 _CHUNKED_KINDS = (
     "bad_size", "no_crlf", "longer_data", "lf_only", "nul_extension", "bad_trailer",
     "with_length", "te_twice", "te_not_last", "te_unknown", "garbage_after", "shorter_data",
@@ -354,8 +352,8 @@ def non_utf8(rng: random.Random, req: Request) -> Draft:
     if place == "header":
         return Draft(place, req.frame(extra=[b"X-Custom: A" + bad + b"Z"]))
     if place == "credential":
-        name = b"x-api-key" if req.target.provider == "anthropic" else b"Authorization: Bearer"
-        line = name + (b" " if name.endswith(b"Bearer") else b": ") + SECRET + bad
+        anthropic = req.target.provider == "anthropic"
+        line = (b"x-api-key: " if anthropic else b"Authorization: Bearer ") + SECRET + bad
         lines = [h for h in req.headers() if SECRET not in h] + [line]
         if req.body:
             lines.append(b"Content-Length: %d" % len(req.body))
@@ -402,10 +400,8 @@ def paths(rng: random.Random, req: Request) -> Draft:
     elif kind == "inside":
         path = prefix + rng.choice(_STAYS_INSIDE)
     elif kind == "slashes":
-        path, shape = (
-            rng.choice((b"//", b"/../", b"/./")) + prefix[1:] + req.endpoint.path,
-            Shape.ANY,
-        )
+        lead = rng.choice((b"//", b"/../", b"/./"))
+        path, shape = lead + prefix[1:] + req.endpoint.path, Shape.ANY
     else:
         path = req.path
     odd = req.at(path, rng.choice(_METHODS) if kind == "method" else None)
@@ -459,7 +455,7 @@ def content_encoding(rng: random.Random, req: Request) -> Draft:
         layers = rng.choice((1, 1, 2))
         body = _bomb(rng.choice((1 << 18, 1 << 20, 1 << 21, 1 << 23)), layers)
         encoding = b", ".join([b"gzip"] * layers)
-    shape = _A if encoding in (b"br", b"zstd") else _R  # no decoder: the parser refuses them
+    shape = Shape.ANY if encoding in (b"br", b"zstd") else Shape.ROUTE  # no decoder installed
     return Draft(kind, req.frame(extra=[b"Content-Encoding: " + encoding], body=body), shape=shape)
 
 

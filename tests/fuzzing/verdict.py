@@ -1,4 +1,13 @@
-"""What counts as a violation for one result, and the per-category report of a run."""
+"""What counts as a violation for one result, and the per-category report of a run.
+
+A result passes when the client aborted (the test checks the proxy survived), when the proxy
+closed without an answer to an incomplete request (``Ending.HALF_CLOSE``), or when it answered
+with one complete HTTP/1.x response that carries a short, printable ``x-proxy-request-id``,
+does not echo the client's credential, and whose body is either an upstream success (JSON, or
+SSE) or a JSON error in a provider's shape: the route's provider for the proxy's own errors
+where the route is known (``Shape.ROUTE``), either provider's for the upstream's own errors
+passed through and for requests refused before any routing.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +54,8 @@ def error_shape(body: Any) -> str | None:
 
 
 def relayed(response: Response) -> bool:
-    """The upstream's own answer passed through (the attempt loop names the upstream)."""
+    """The upstream's own answer passed through: the attempt loop names the upstream on what
+    it relays. Only attribution (which side to fix), never an excuse for a violation."""
     return response.header("x-proxy-upstream") is not None
 
 

@@ -14,6 +14,9 @@ from .bodies import Endpoint, Provider, dumps, pick_endpoint
 SECRET = b"sk-fuzz-0123456789abcdef-SECRET"
 """Every case carries it as the client's credential: it must never appear in any output."""
 
+MAX_BODY_BYTES = 1 << 20
+"""``limits.max_body_bytes`` for the fuzz config; some bodies and bombs exceed it."""
+
 _PLACEHOLDER = "__FUZZ__"
 
 
