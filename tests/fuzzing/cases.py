@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import random
@@ -136,8 +137,8 @@ def wrong_types(rng: random.Random, req: Request) -> Draft:
     req = req.with_body(rng)
     data = req.valid_body(rng)
     changes = rng.randint(1, 3)
-    for _ in range(changes):
-        set_path(data, rng.choice(_FIELDS), rng.choice(_WRONG))
+    for _ in range(changes):  # a copy: a later change may write into a value placed here
+        set_path(data, rng.choice(_FIELDS), copy.deepcopy(rng.choice(_WRONG)))
     if rng.random() < 0.2:  # many messages, so the budget must count (and trim) the odd ones
         messages = data.get("messages")
         if isinstance(messages, list):

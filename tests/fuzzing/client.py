@@ -16,7 +16,8 @@ from .wire import Ending
 
 _READ = 1 << 16
 _KEEP_RAW = 1 << 16
-"""Bytes of each response kept for the report and the secret check (the rest is counted)."""
+"""Raw bytes kept per connection, for the report and the secret check (bodies are kept whole
+in the parsed response)."""
 
 
 class Outcome(StrEnum):
@@ -56,16 +57,13 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Result:
     case: FuzzCase
-    outcome: Outcome
-    response: Response | None = None
-    raw: bytes = b""
-    detail: str = ""
+    reply: Reply
 
 
 async def send(case: FuzzCase, host: str, port: int, timeout: float) -> Result:
-    """Send one case as its ending says; what came back, with the case."""
-    reply = await roundtrip(host, port, case.data, timeout, case.ending, reset=case.index % 2 == 0)
-    return Result(case, reply.outcome, reply.response, reply.raw, reply.detail)
+    """Send one case, ending the connection as the case says (every other abort with an RST)."""
+    reset = case.index % 2 == 0
+    return Result(case, await roundtrip(host, port, case.data, timeout, case.ending, reset=reset))
 
 
 async def roundtrip(

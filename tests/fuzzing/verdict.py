@@ -61,17 +61,17 @@ def relayed(response: Response) -> bool:
 
 def check(result: Result) -> list[Violation]:
     """Every violation in one result; an empty list is a pass."""
-    case = result.case
-    if result.outcome is Outcome.ABORTED:
+    case, reply = result.case, result.reply
+    if reply.outcome is Outcome.ABORTED:
         return []
-    if result.outcome is Outcome.TIMED_OUT:
+    if reply.outcome is Outcome.TIMED_OUT:
         return [Violation.TIMED_OUT]
-    if result.outcome is Outcome.CLOSED:
+    if reply.outcome is Outcome.CLOSED:
         return [Violation.CLOSED] if case.ending is Ending.WAIT else []
-    found = [Violation.SECRET_ECHOED] if SECRET in result.raw else []
-    if result.outcome is Outcome.MALFORMED or result.response is None:
+    found = [Violation.SECRET_ECHOED] if SECRET in reply.raw else []
+    if reply.outcome is Outcome.MALFORMED or reply.response is None:
         return [*found, Violation.MALFORMED]
-    response = result.response
+    response = reply.response
     request_id = response.header("x-proxy-request-id")
     if request_id is None:
         found.append(Violation.NO_REQUEST_ID)
@@ -116,9 +116,9 @@ class Tally:
 
 def signature(result: Result) -> str:
     """What came back, in a few words: groups violations by their likely cause."""
-    response = result.response
+    response = result.reply.response
     if response is None:
-        return result.outcome.value
+        return result.reply.outcome.value
     ctype = (response.header("content-type") or "no content-type").split(";")[0]
     via = ", relayed" if relayed(response) else ""
     return f"{response.status} {ctype}{via}"
@@ -137,12 +137,13 @@ class Report:
     def add(self, result: Result, violations: Iterable[Violation]) -> None:
         tally = self.tallies[result.case.category]
         tally.sent += 1
-        tally.answered += result.outcome is Outcome.ANSWERED
-        tally.closed += result.outcome is Outcome.CLOSED
-        tally.aborted += result.outcome is Outcome.ABORTED
-        if result.response is not None:
-            tally.status_4xx += 400 <= result.response.status < 500
-            tally.status_5xx += result.response.status >= 500
+        reply = result.reply
+        tally.answered += reply.outcome is Outcome.ANSWERED
+        tally.closed += reply.outcome is Outcome.CLOSED
+        tally.aborted += reply.outcome is Outcome.ABORTED
+        if reply.response is not None:
+            tally.status_4xx += 400 <= reply.response.status < 500
+            tally.status_5xx += reply.response.status >= 500
         found = list(violations)
         tally.violations += bool(found)
         for violation in found:
@@ -180,9 +181,10 @@ class Report:
 def _example(result: Result) -> list[str]:
     """One reproducer: the case, the start of its bytes and of what came back."""
     case = result.case
-    got = result.response.body if result.response is not None else result.raw
+    reply = result.reply
+    got = reply.response.body if reply.response is not None else reply.raw
     return [
         f"    e.g. {case.describe()}: python -m tests.fuzzing {case.seed} {case.index}",
         f"    sent: {case.data[:240]!r}",
-        f"    got:  {result.detail} {got[:240]!r}".replace(":  ", ": ", 1),
+        f"    got: {reply.detail} {got[:240]!r}".replace(":  ", ": ", 1),
     ]

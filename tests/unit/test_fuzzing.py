@@ -20,7 +20,7 @@ from tests.fuzzing import (
     generate,
     make_case,
 )
-from tests.fuzzing.client import Outcome, Response, Result, send
+from tests.fuzzing.client import Outcome, Reply, Response, Result, send
 from tests.fuzzing.verdict import Violation, check
 
 OPENAI_ERROR = {
@@ -32,8 +32,11 @@ REQUEST_ID = ("x-proxy-request-id", "0123abcd")
 
 
 def test_a_case_depends_only_on_its_seed_and_index() -> None:
-    assert make_case(11, 1234) == next(generate(11, 1, start=1234))
-    assert [c.data for c in generate(11, 20)] != [c.data for c in generate(12, 20)]
+    """Not on the cases made before it, so any case of a long run can be rebuilt alone."""
+    in_order = list(generate(11, 1000))
+    one_by_one = [make_case(11, index) for index in reversed(range(1000))]
+    assert in_order == one_by_one[::-1]
+    assert [c.data for c in in_order[:20]] != [c.data for c in generate(12, 20)]
 
 
 def test_forty_consecutive_cases_cover_every_category_on_every_route() -> None:
@@ -53,7 +56,7 @@ def a_case(provider: str, ending: Ending = Ending.WAIT, shape: Shape = Shape.ROU
 
 
 def result(provider: str, response: Response, shape: Shape = Shape.ROUTE) -> Result:
-    return Result(a_case(provider, shape=shape), Outcome.ANSWERED, response, raw=response.body)
+    return Result(a_case(provider, shape=shape), Reply(Outcome.ANSWERED, response, response.body))
 
 
 def answer(status: int, body: object, *headers: tuple[str, str]) -> Response:
@@ -147,7 +150,7 @@ def test_either_shape_where_the_route_is_unknowable() -> None:
 def test_verdict_without_an_answer(
     ending: Ending, outcome: Outcome, expected: list[Violation]
 ) -> None:
-    assert expected == check(Result(a_case("openai", ending), outcome))
+    assert expected == check(Result(a_case("openai", ending), Reply(outcome)))
 
 
 @contextlib.asynccontextmanager
@@ -183,12 +186,12 @@ CANNED = [
 async def test_client_reads_like_a_strict_parser(reply: bytes, outcome: Outcome) -> None:
     async with canned_server(reply) as port:
         got = await send(a_case("openai"), "127.0.0.1", port, timeout=10)
-        assert outcome == got.outcome
-        if got.response is not None:
-            assert (200, b"abc") == (got.response.status, got.response.body)
+        assert outcome == got.reply.outcome
+        if got.reply.response is not None:
+            assert (200, b"abc") == (got.reply.response.status, got.reply.response.body)
 
 
 async def test_client_gives_up_on_a_silent_server() -> None:
     async with canned_server(b"", close=False) as port:
         got = await send(a_case("openai"), "127.0.0.1", port, timeout=0.2)
-        assert Outcome.TIMED_OUT == got.outcome
+        assert Outcome.TIMED_OUT == got.reply.outcome
