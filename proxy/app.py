@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .config import Config
 from .forward import make_session
-from .handler import handle
+from .handler import expect_continue, handle, http_errors
 from .logs import make_logger
 from .metrics import METRICS, Metrics, metrics_handler
 from .models import ModelRegistry
@@ -88,11 +88,12 @@ def make_app(
     log line; ``metrics_dir`` makes the metrics shared with sibling workers (see metrics.py);
     ``plugins`` builds each generation's plugin list (embedders add their own)."""
     # Request bodies are forwarded as the client encoded them: a gzip body stays gzip.
+    holder = StateHolder()
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
         handler_args={"auto_decompress": False},
+        middlewares=[http_errors(holder)],
     )
-    holder = StateHolder()
     app[STATE] = holder
     generations = Generations(holder)
     metrics = app[METRICS] = Metrics(shared_dir=metrics_dir)
@@ -134,5 +135,7 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     if config.metrics.enabled and config.metrics.port is None:  # else serve() listens for it
         app.router.add_get("/metrics", metrics_handler(metrics))
-    app.router.add_route("*", "/{tail:.*}", pinned(handle, generations))
+    app.router.add_route(
+        "*", "/{tail:.*}", pinned(handle, generations), expect_handler=expect_continue
+    )
     return app

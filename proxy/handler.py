@@ -15,6 +15,7 @@ import traceback
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from .errors import (
     BadRequest,
@@ -29,7 +30,7 @@ from .providers import ProviderSpec, guess_provider
 from .relay import StreamAborted, relay, start_response
 from .resilience.attempts import GiveUp
 from .routing import escapes_base
-from .state import AppState
+from .state import AppState, StateHolder
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
@@ -185,3 +186,45 @@ class _Serving:
             transport.close()
         assert self.client is not None
         return self.client
+
+
+class HttpRefusal(ProxyError):
+    """What aiohttp itself refuses before the handler runs (no route for ``OPTIONS *``, an
+    ``Expect`` it does not know), rendered like every other error of the proxy."""
+
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    code = "invalid_request"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def http_errors(holder: StateHolder) -> Middleware:
+    """aiohttp's own 4xx answers (plain text) become provider-shaped, with a log line."""
+
+    @web.middleware
+    async def provider_shaped(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            state = holder.current
+            ex = Exchange(request)
+            error = HttpRefusal(exc.status, exc.text or exc.reason)
+            ex.status, ex.error = error.status, error.message
+            response = error.render(guess_provider(request.path), ex.request_id)
+            await state.pipeline.complete(ex)
+            return response
+
+    return provider_shaped
+
+
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` is answered as aiohttp does; any other expectation is
+    ignored (RFC 9110 allows it) rather than refused in plain text before the handler."""
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0

@@ -104,7 +104,11 @@ class FakeUpstream:
         return len(self._faults)
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_request_bytes)
+        # Bodies are recorded as they arrived on the wire and decoded here, so a broken or
+        # unknown Content-Encoding gets the provider's own 400, never a plain-text 500.
+        app = web.Application(
+            client_max_size=self.max_request_bytes, handler_args={"auto_decompress": False}
+        )
         add = app.router.add_route
         add("POST", "/_fake/faults", self._post_faults)
         add("GET", "/_fake/requests", self._get_requests)
@@ -141,6 +145,10 @@ class FakeUpstream:
             )
             provider = provider_for(request)
             chosen = anthropic if anthropic is not None and provider == "anthropic" else builder
+            try:
+                body = decode_body(body, request.headers.get("Content-Encoding"))
+            except ValueError as exc:
+                return _error_response(provider, 400, str(exc))
             try:
                 plan = make_plan(
                     request.headers,
@@ -258,17 +266,46 @@ def _build(
     if body:
         try:
             payload = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return Reply(status=400, body=error_body(call.provider, 400, f"Invalid JSON: {exc}"))
     if not isinstance(payload, dict):
         return Reply(status=400, body=error_body(call.provider, 400, "Body must be an object"))
-    prepared = prepare(dataclasses.replace(call, payload=payload))
-    if isinstance(prepared, Reply):
-        return prepared
     try:
+        prepared = prepare(dataclasses.replace(call, payload=payload))
+        if isinstance(prepared, Reply):
+            return prepared
         return builder(prepared)
-    except ValueError as exc:
-        return Reply(status=400, body=error_body(call.provider, 400, str(exc)))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # a real provider answers a malformed request with a 400, whatever its shape
+        message = f"Invalid request: {type(exc).__name__} (fake)"
+        return Reply(status=400, body=error_body(call.provider, 400, message))
+
+
+_MAX_DECODED = 1 << 30
+
+
+def decode_body(body: bytes, encoding: str | None) -> bytes:
+    """A request body without its Content-Encoding; ValueError for what a server refuses."""
+    codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise ValueError(f"Unsupported Content-Encoding: {coding} (fake)")
+        wbits = 47 if coding != "deflate" else 15
+        try:
+            inflater = zlib.decompressobj(wbits)
+            body = inflater.decompress(body, _MAX_DECODED)
+            if not inflater.eof:
+                raise ValueError(f"truncated {coding} body (fake)")
+        except zlib.error as exc:
+            if coding != "deflate":
+                raise ValueError(f"invalid {coding} body: {exc} (fake)") from None
+            try:
+                body = zlib.decompress(body, -15)  # raw deflate, as some clients send it
+            except zlib.error:
+                raise ValueError(f"invalid deflate body: {exc} (fake)") from None
+    return body
 
 
 def _error_response(provider: Provider, status: int, message: str) -> web.Response:
