@@ -69,7 +69,7 @@ class CoolingDown(ProxyError):
 
 
 def _is_zero(value: str | None) -> bool:
-    """"0", "0.0", " 00 ": a bucket reported empty (the full parse decides what it means)."""
+    """ "0", "0.0", " 00 ": a bucket reported empty (the full parse decides what it means)."""
     return value is not None and value.strip() != "" and value.strip().strip("0.") == ""
 
 
