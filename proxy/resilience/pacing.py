@@ -136,7 +136,7 @@ class PacingModel:
         self._expire(state, now, policy)
         in_flight = NO_COST
         for reservation in state.pending.values():
-            if reservation.reserved_at > state.basis:
+            if reservation.reserved_at >= state.basis:
                 in_flight = in_flight + reservation.cost
         snapshot = state.snapshot or LimitSnapshot(observed_at=now)
         snapshot = replace(snapshot, retry_at=state.retry_at or None)
@@ -155,10 +155,18 @@ class PacingModel:
         self._expire(state, now, policy)
         state.pending[reservation.id] = reservation
 
-    def observe(self, key: str, snapshot: LimitSnapshot, basis: float, policy: PacePolicy) -> None:
-        """Take an answer's snapshot. The newest basis replaces the model and absorbs the
-        reservations made up to it; an older one (a slow answer overtaken) may only lower
-        levels, never raise them."""
+    def observe(
+        self,
+        key: str,
+        snapshot: LimitSnapshot,
+        basis: float,
+        policy: PacePolicy,
+        answered: str | None = None,
+    ) -> None:
+        """Take an answer's snapshot; ``basis`` is the ``reserved_at`` of the answered
+        reservation (id ``answered``). The newest basis replaces the model and absorbs the
+        answered reservation and those made before it; an older one (a slow answer
+        overtaken) may only lower levels, never raise them."""
         state = self._scopes.setdefault(key, _ScopeState())
         if snapshot.retry_at is not None:
             state.retry_at = max(state.retry_at, snapshot.retry_at)
@@ -166,7 +174,11 @@ class PacingModel:
             return
         if state.snapshot is None or basis >= state.basis:
             state.snapshot, state.basis = snapshot, basis
-            state.pending = {rid: r for rid, r in state.pending.items() if r.reserved_at > basis}
+            state.pending = {
+                rid: r
+                for rid, r in state.pending.items()
+                if r.reserved_at >= basis and rid != answered
+            }
             return
         now = max(snapshot.observed_at, state.snapshot.observed_at)
         state.snapshot = _lower(state.snapshot, snapshot, now, policy.window_s)

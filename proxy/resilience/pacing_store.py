@@ -70,7 +70,7 @@ for i = 1, #res, 2 do
   at = tonumber(at)
   if at < now - ttl then
     redis.call('HDEL', KEYS[2], res[i])
-  elseif at > basis then
+  elseif at >= basis then
     di, do_, dr = di + tonumber(ri), do_ + tonumber(ro), dr + tonumber(rr)
   end
 end
@@ -84,7 +84,7 @@ if st['obs'] then
     if L then
       local need = math.min(cost[b] + (1 - target) * L, L) + debt[b]
       local lv = level(st, b, now, window)
-      if lv < need then
+      if need - lv > 1e-9 * L then
         local wait = (need - lv) * window / L
         if wait > seconds then seconds, reason = wait, b end
       end
@@ -102,7 +102,7 @@ return {1, '0', ''}
 )
 
 # KEYS: state, reservations. ARGV: observed_at, window, basis, retry_at|'', keep_ms,
-# then limit, remaining per bucket in `names` order ('' when absent).
+# then limit, remaining per bucket in `names` order ('' when absent), then the answered id.
 _OBSERVE_LUA = (
     _PRELUDE
     + """
@@ -130,7 +130,7 @@ if any then
     local res = redis.call('HGETALL', KEYS[2])
     for i = 1, #res, 2 do
       local at = tonumber(string.match(res[i + 1], '^([^|]+)|'))
-      if at <= basis then redis.call('HDEL', KEYS[2], res[i]) end
+      if at < basis or res[i] == ARGV[14] then redis.call('HDEL', KEYS[2], res[i]) end
     end
   else
     local now = math.max(obs, st['obs'])
@@ -185,9 +185,15 @@ class PacingStore(Protocol):
         ...
 
     async def observe(
-        self, key: str, snapshot: LimitSnapshot, basis: float, policy: PacePolicy
+        self,
+        key: str,
+        snapshot: LimitSnapshot,
+        basis: float,
+        policy: PacePolicy,
+        answered: str | None = None,
     ) -> None:
-        """An answer's snapshot; ``basis`` is its attempt's ``reserved_at`` (-inf if none)."""
+        """An answer's snapshot; ``basis`` is the ``reserved_at`` of the answered
+        reservation (-inf if none) and ``answered`` its id."""
         ...
 
     async def settle(
@@ -212,9 +218,14 @@ class MemoryPacingStore:
         return self.model.delay(key, cost, now, policy)
 
     async def observe(
-        self, key: str, snapshot: LimitSnapshot, basis: float, policy: PacePolicy
+        self,
+        key: str,
+        snapshot: LimitSnapshot,
+        basis: float,
+        policy: PacePolicy,
+        answered: str | None = None,
     ) -> None:
-        self.model.observe(key, snapshot, basis, policy)
+        self.model.observe(key, snapshot, basis, policy, answered)
 
     async def settle(
         self, reservation: Reservation, actual: Cost, now: float, policy: PacePolicy
@@ -289,9 +300,14 @@ class RedisPacingStore:
         return Delay(0.0, None) if admitted else Delay(float(seconds), WaitReason(reason))
 
     async def observe(
-        self, key: str, snapshot: LimitSnapshot, basis: float, policy: PacePolicy
+        self,
+        key: str,
+        snapshot: LimitSnapshot,
+        basis: float,
+        policy: PacePolicy,
+        answered: str | None = None,
     ) -> None:
-        self.local.observe(key, snapshot, basis, policy)
+        self.local.observe(key, snapshot, basis, policy, answered)
         args: list[Any] = [
             repr(snapshot.observed_at),
             repr(policy.window_s),
@@ -302,6 +318,7 @@ class RedisPacingStore:
         for bucket in _BUCKETS:
             limit = snapshot.buckets.get(bucket)
             args += ["", ""] if limit is None else [repr(limit.limit), repr(limit.remaining)]
+        args.append(answered or "")
         await self._call("observe", self._script(self._observe, key, args))
 
     async def settle(

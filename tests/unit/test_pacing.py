@@ -1,0 +1,372 @@
+"""Proactive pacing (proxy.resilience.pacing, pacer): the live model per scope and the fair
+admission queue, on the in-memory store with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pytest
+
+from proxy.resilience.pacer import PRIORITY_HEADER, Pacer, Refused, parse_priority
+from proxy.resilience.pacing import (
+    Admitted,
+    PacePolicy,
+    PacingModel,
+    Reservation,
+    Wait,
+    estimate_cost,
+    output_cap,
+)
+from proxy.resilience.pacing_store import MemoryPacingStore
+from proxy.resilience.ratelimits import (
+    NO_COST,
+    Bucket,
+    BucketLimit,
+    Cost,
+    LimitSnapshot,
+    WaitReason,
+)
+from proxy.resilience.scope import LimitKind, Scope
+
+T = TypeVar("T")
+NOW = 1_700_000_000.0
+KEY = "openai/abc/model/gpt-4o"
+SCOPE = Scope("openai", "abc", LimitKind.MODEL, "gpt-4o")
+FULL = PacePolicy(target_utilisation=1.0)
+DEFAULT = PacePolicy()
+ONE = Cost()  # one request, no tokens
+HANG_GUARD_S = 10.0  # fails a hung test; never a timing assertion
+
+
+def requests_snapshot(limit: float, remaining: float, at: float = NOW) -> LimitSnapshot:
+    return LimitSnapshot(at, {Bucket.REQUESTS: BucketLimit(limit, remaining, None)})
+
+
+class VirtualTime:
+    """Epoch clock that only moves when the code under test sleeps."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    return await asyncio.wait_for(awaitable, HANG_GUARD_S)
+
+
+# ---------------------------------------------------------------- the model
+
+
+def test_unknown_scope_admits() -> None:
+    decision = PacingModel().admit(KEY, ONE, NOW, DEFAULT)
+    assert isinstance(decision, Admitted)
+    assert (KEY, ONE, NOW, False) == (
+        decision.reservation.scope_key,
+        decision.reservation.cost,
+        decision.reservation.reserved_at,
+        decision.reservation.shared,
+    )
+
+
+def test_admits_up_to_limit_times_target_then_waits_for_the_refill() -> None:
+    model = PacingModel()
+    model.observe(KEY, requests_snapshot(100, 100), NOW - 1, DEFAULT)
+    decisions = [model.admit(KEY, ONE, NOW, DEFAULT) for _ in range(100)]
+    admitted = [d for d in decisions if isinstance(d, Admitted)]
+    assert 95 == len(admitted)
+    # the 96th needs one more request of refill: 60 s / 100 = 0.6 s
+    assert Wait(pytest.approx(0.6), WaitReason.REQUESTS) == decisions[95]
+
+
+def test_a_snapshot_absorbs_reservations_made_before_its_own() -> None:
+    """The provider already counted requests sent before the answered one; later ones not."""
+    model = PacingModel()
+    model.observe(KEY, requests_snapshot(60, 60), NOW - 10, FULL)
+    first = model.admit(KEY, ONE, NOW, FULL)
+    second = model.admit(KEY, ONE, NOW + 0.001, FULL)
+    third = model.admit(KEY, ONE, NOW + 0.002, FULL)
+    assert all(isinstance(d, Admitted) for d in (first, second, third))
+    assert 3 == model.in_flight(KEY)
+    assert isinstance(second, Admitted)
+    # second's answer: the provider saw first and second, 2 left of a burst of 4 (say)
+    answered = second.reservation
+    model.observe(KEY, requests_snapshot(60, 2, NOW + 0.5), answered.reserved_at, FULL, answered.id)
+    assert 1 == model.in_flight(KEY)  # third is still unknown to the provider
+    # level 2 (+0.5 s of refill at 1/s on top) minus third in flight: one more fits, not two
+    assert isinstance(model.admit(KEY, ONE, NOW + 0.5, FULL), Admitted)
+    assert isinstance(model.admit(KEY, ONE, NOW + 0.5, FULL), Wait)
+
+
+def test_an_overtaken_snapshot_only_lowers_the_level() -> None:
+    model = PacingModel()
+    model.observe(KEY, requests_snapshot(60, 30), NOW, FULL)
+    model.observe(KEY, requests_snapshot(60, 50), NOW - 5, FULL)  # older basis, more room
+    assert requests_snapshot(60, 30) == model.snapshot(KEY)
+    model.observe(KEY, requests_snapshot(60, 10), NOW - 5, FULL)  # older basis, less room
+    assert requests_snapshot(60, 10) == model.snapshot(KEY)
+
+
+def test_settle_charges_an_unabsorbed_reservation_with_its_actual_cost() -> None:
+    model = PacingModel()
+    snapshot = LimitSnapshot(NOW, {Bucket.TOKENS: BucketLimit(6000, 6000, None)})
+    model.observe(KEY, snapshot, NOW - 1, FULL)
+    decision = model.admit(KEY, Cost(1000, 4000), NOW, FULL)
+    assert isinstance(decision, Admitted)
+    assert isinstance(model.admit(KEY, Cost(1000, 1001), NOW, FULL), Wait)
+    model.settle(decision.reservation, Cost(1000, 200), NOW, FULL)  # no headers came back
+    assert 0 == model.in_flight(KEY)
+    expected = LimitSnapshot(NOW, {Bucket.TOKENS: BucketLimit(6000, 4800, None)})
+    assert expected == model.snapshot(KEY)
+
+
+def test_settle_after_absorption_changes_nothing() -> None:
+    model = PacingModel()
+    model.observe(KEY, requests_snapshot(60, 60), NOW - 1, FULL)
+    decision = model.admit(KEY, ONE, NOW, FULL)
+    assert isinstance(decision, Admitted)
+    model.observe(KEY, requests_snapshot(60, 59, NOW + 1), NOW, FULL, decision.reservation.id)
+    model.settle(decision.reservation, ONE, NOW + 2, FULL)
+    assert requests_snapshot(60, 59, NOW + 1) == model.snapshot(KEY)
+
+
+def test_release_gives_the_capacity_back() -> None:
+    model = PacingModel()
+    model.observe(KEY, requests_snapshot(60, 1), NOW, FULL)
+    decision = model.admit(KEY, ONE, NOW, FULL)
+    assert isinstance(decision, Admitted)
+    assert isinstance(model.admit(KEY, ONE, NOW, FULL), Wait)
+    model.release(decision.reservation)
+    assert isinstance(model.admit(KEY, ONE, NOW, FULL), Admitted)
+
+
+def test_a_reservation_never_settled_expires() -> None:
+    policy = PacePolicy(target_utilisation=1.0, reservation_ttl_s=30)
+    model = PacingModel()
+    model.observe(KEY, requests_snapshot(60, 0, NOW - 100), NOW - 100, policy)  # full by NOW
+    for _ in range(60):
+        assert isinstance(model.admit(KEY, ONE, NOW, policy), Admitted)
+    assert isinstance(model.admit(KEY, ONE, NOW + 29, policy), Wait)
+    assert isinstance(model.admit(KEY, ONE, NOW + 31, policy), Admitted)
+
+
+def test_retry_after_of_a_429_holds_the_scope() -> None:
+    model = PacingModel()
+    model.observe(KEY, LimitSnapshot(NOW, retry_at=NOW + 7), NOW, FULL)
+    assert Wait(7.0, WaitReason.RETRY_AFTER) == model.admit(KEY, ONE, NOW, FULL)
+    assert isinstance(model.admit(KEY, ONE, NOW + 7, FULL), Admitted)
+
+
+def test_the_anthropic_split_charges_input_and_output_separately() -> None:
+    model = PacingModel()
+    snapshot = LimitSnapshot(
+        NOW,
+        {
+            Bucket.INPUT_TOKENS: BucketLimit(10000, 10000, None),
+            Bucket.OUTPUT_TOKENS: BucketLimit(1000, 1000, None),
+        },
+    )
+    model.observe(KEY, snapshot, NOW - 1, FULL)
+    assert isinstance(model.admit(KEY, Cost(9000, 500), NOW, FULL), Admitted)
+    assert Wait(pytest.approx(6.0), WaitReason.OUTPUT_TOKENS) == model.admit(
+        KEY, Cost(0, 600), NOW, FULL
+    )
+    assert Wait(pytest.approx(6.0), WaitReason.INPUT_TOKENS) == model.admit(
+        KEY, Cost(2000, 0), NOW, FULL
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "reserve", "expected"),
+    [
+        ({"max_tokens": 300}, 4096, Cost(120, 300)),
+        ({"max_completion_tokens": 50, "max_tokens": 300}, 4096, Cost(120, 50)),
+        ({"max_output_tokens": 70}, 4096, Cost(120, 70)),
+        ({"max_tokens": True}, 4096, Cost(120, 4096)),
+        ({}, 4096, Cost(120, 4096)),
+        (None, 1000, Cost(120, 1000)),
+    ],
+)
+def test_estimate_cost(body: dict | None, reserve: int, expected: Cost) -> None:
+    assert expected == estimate_cost(120, body, reserve)
+
+
+def test_output_cap_ignores_negative_values() -> None:
+    assert None is output_cap({"max_tokens": -1})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, 0), ("5", 5), (" -3 ", -3), ("high", 0), ("1e3", 0), ("100000", 100)],
+)
+def test_parse_priority(raw: str | None, expected: int) -> None:
+    assert expected == parse_priority(raw)
+    assert "x-proxy-priority" == PRIORITY_HEADER
+
+
+# ---------------------------------------------------------------- the queue
+
+
+async def seeded_pacer(
+    snapshot: LimitSnapshot, policy: PacePolicy = FULL
+) -> tuple[Pacer, VirtualTime]:
+    time = VirtualTime()
+    pacer = Pacer(MemoryPacingStore(), clock=time, sleep=time.sleep)
+    await pacer.observe(SCOPE, snapshot, None, policy)
+    return pacer, time
+
+
+async def test_admission_under_concurrency_never_exceeds_limit_times_target() -> None:
+    pacer, _ = await seeded_pacer(requests_snapshot(200, 200), DEFAULT)
+    results = await guarded(
+        asyncio.gather(*(pacer.acquire(SCOPE, ONE, DEFAULT, budget_s=0) for _ in range(400)))
+    )
+    admitted = [r for r in results if isinstance(r, Admitted)]
+    assert 190 == len(admitted)  # 200 x 0.95
+    assert all(isinstance(r, Refused) for r in results if not isinstance(r, Admitted))
+
+
+async def test_deadline_refusal_gives_the_exact_wait() -> None:
+    """60 RPM, empty bucket, 0.95 target: a request needs 1 + 3 (reserve) = 4 requests of
+    refill, 4 s; a budget of 3.9 s is refused at once with exactly that."""
+    pacer, time = await seeded_pacer(requests_snapshot(60, 0), DEFAULT)
+    result = await guarded(pacer.acquire(SCOPE, ONE, DEFAULT, budget_s=3.9))
+    assert Refused(pytest.approx(4.0), WaitReason.REQUESTS, 0.0) == result
+    assert (NOW, 0) == (time.now, pacer.queue_length(SCOPE))
+
+
+async def test_a_request_within_budget_is_held_until_the_refill() -> None:
+    pacer, time = await seeded_pacer(requests_snapshot(60, 0))
+    result = await guarded(pacer.acquire(SCOPE, ONE, FULL, budget_s=5))
+    assert isinstance(result, Admitted)
+    assert (pytest.approx(1.0), WaitReason.REQUESTS) == (result.held_s, result.held_for)
+    assert pytest.approx(NOW + 1) == time.now
+
+
+async def test_queue_refusal_counts_the_requests_ahead() -> None:
+    """Three queued ahead, 1 request/s: the fourth would wait 4 s; with a 3.5 s budget it is
+    refused at once, with that honest figure."""
+    pacer, _ = await seeded_pacer(requests_snapshot(60, 0))
+    held = [asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=60)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert 3 == pacer.queue_length(SCOPE)
+    result = await guarded(pacer.acquire(SCOPE, ONE, FULL, budget_s=3.5))
+    assert Refused(pytest.approx(4.0), WaitReason.REQUESTS, 0.0) == result
+    assert all(isinstance(r, Admitted) for r in await guarded(asyncio.gather(*held)))
+
+
+async def test_fair_queue_fifo_per_client_round_robin_across_clients_priority_first() -> None:
+    pacer, _ = await seeded_pacer(requests_snapshot(60, 0))
+    arrivals = [
+        ("a1", "A", 0),
+        ("a2", "A", 0),
+        ("a3", "A", 0),
+        ("b1", "B", 0),
+        ("b2", "B", 0),
+        ("c1", "C", 0),
+        ("p1", "A", 5),
+        ("p2", "B", 5),
+    ]
+    results = await guarded(
+        asyncio.gather(
+            *(
+                pacer.acquire(SCOPE, ONE, FULL, budget_s=60, client=client, priority=priority)
+                for _, client, priority in arrivals
+            )
+        )
+    )
+    assert all(isinstance(r, Admitted) for r in results)
+    order = sorted(
+        zip(results, (name for name, _, _ in arrivals), strict=True),
+        key=lambda pair: pair[0].reservation.reserved_at,  # type: ignore[union-attr]
+    )
+    # priority first; then clients take turns, each in its own arrival order
+    assert ["p1", "p2", "a1", "b1", "c1", "a2", "b2", "a3"] == [name for _, name in order]
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_is_served() -> None:
+    pacer, _ = await seeded_pacer(requests_snapshot(60, 0))
+    first = asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=60, client="A"))
+    second = asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=60, client="B"))
+    await asyncio.sleep(0)
+    first.cancel()
+    result = await guarded(second)
+    assert isinstance(result, Admitted)
+    assert first.cancelled()
+    assert (0, pytest.approx(1.0)) == (pacer.queue_length(SCOPE), result.held_s)
+
+
+async def test_a_waiter_whose_budget_runs_out_behind_others_is_told_then() -> None:
+    """Three ahead at 1 request/s: the fourth expects 4 s and its 4.5 s budget is accepted.
+    Then the provider reports 3 requests more used (another process): at its deadline it is
+    told, with the wait it would still face."""
+    pacer, time = await seeded_pacer(requests_snapshot(60, 0))
+    ahead = [asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=60)) for _ in range(3)]
+    late = asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=4.5))
+    drained = asyncio.ensure_future(pacer.observe(SCOPE, requests_snapshot(60, -3), None, FULL))
+    result = await guarded(late)
+    await drained
+    # at NOW+4.5: level -3 + 4.5 = 1.5; the first (admitted at +4) is in flight; 3 to go
+    assert Refused(pytest.approx(2.5), WaitReason.REQUESTS, pytest.approx(4.5)) == result
+    assert pytest.approx(NOW + 4.5) == time.now
+    assert all(isinstance(r, Admitted) for r in await guarded(asyncio.gather(*ahead)))
+
+
+async def test_a_new_snapshot_wakes_the_queue() -> None:
+    """The clock stands still and sleeps never end: only the answer's headers can release
+    the waiter."""
+    time = VirtualTime()
+    never = asyncio.Event()
+
+    async def sleep_forever(_: float) -> None:
+        await never.wait()
+
+    pacer = Pacer(MemoryPacingStore(), clock=time, sleep=sleep_forever)
+    await pacer.observe(SCOPE, requests_snapshot(60, 0), None, FULL)
+    waiter = asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=30))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await pacer.observe(SCOPE, requests_snapshot(60, 10), None, FULL)
+    result = await guarded(waiter)
+    assert isinstance(result, Admitted)
+    await pacer.close()
+
+
+async def test_settle_wakes_the_queue() -> None:
+    time = VirtualTime()
+    never = asyncio.Event()
+
+    async def sleep_forever(_: float) -> None:
+        await never.wait()
+
+    pacer = Pacer(MemoryPacingStore(), clock=time, sleep=sleep_forever)
+    await pacer.observe(SCOPE, requests_snapshot(60, 1), None, FULL)
+    first = await pacer.acquire(SCOPE, ONE, FULL, budget_s=0)
+    assert isinstance(first, Admitted)
+    waiter = asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=30))
+    await asyncio.sleep(0)
+    await pacer.release(first.reservation, FULL)  # never sent: its capacity is back
+    assert isinstance(await guarded(waiter), Admitted)
+
+
+async def test_settled_reservations_leave_the_model() -> None:
+    pacer, _ = await seeded_pacer(requests_snapshot(60, 60))
+    result = await pacer.acquire(SCOPE, ONE, FULL, budget_s=0)
+    assert isinstance(result, Admitted)
+    store = pacer.store
+    assert isinstance(store, MemoryPacingStore)
+    assert 1 == store.model.in_flight(SCOPE.key)
+    await pacer.settle(result.reservation, NO_COST, FULL)
+    assert 0 == store.model.in_flight(SCOPE.key)
+
+
+def test_reservation_is_a_plain_record() -> None:
+    r = Reservation("k", "id", ONE, NOW)
+    assert (False, r) == (r.shared, Reservation("k", "id", ONE, NOW))
