@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers", type=int, help="worker processes sharing the port (overrides the file)"
     )
     parser.add_argument(
-        "--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
         help="event loop: uvloop when installed (auto), or the one named",
     )
     parser.add_argument("--check", action="store_true", help="validate the config and exit")

@@ -68,9 +68,7 @@ def reserve_tcp(host: str, port: int) -> tuple[list[socket.socket], int]:
     """
     held: list[socket.socket] = []
     try:
-        infos = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         for family, kind, proto, _, addr in infos:
             sock = socket.socket(family, kind, proto)
             held.append(sock)

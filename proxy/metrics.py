@@ -112,40 +112,52 @@ class Metrics:
             share_values(shared_dir)
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
-            "llm_proxy_requests", "Requests answered, by HTTP status class of the response.",
-            [*_BY_MODEL, "status_class"], registry=r,
+            "llm_proxy_requests",
+            "Requests answered, by HTTP status class of the response.",
+            [*_BY_MODEL, "status_class"],
+            registry=r,
         )
         self.duration = Histogram(
             "llm_proxy_request_duration_seconds",
             "From the request's arrival to the end of its response.",
-            [*_BY_MODEL, "stream"], buckets=DURATION_BUCKETS, registry=r,
+            [*_BY_MODEL, "stream"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
             "llm_proxy_time_to_first_token_seconds",
             "Streams only: from the request's arrival to the first event carrying content.",
-            _BY_MODEL, buckets=TTFT_BUCKETS, registry=r,
+            _BY_MODEL,
+            buckets=TTFT_BUCKETS,
+            registry=r,
         )
         self._token_counters(r)
         self._resilience_counters(r)
         self.incomplete = Counter(
             "llm_proxy_incomplete_responses",
             "Responses that started but did not finish cleanly (reason: upstream or client).",
-            [*_BY_UPSTREAM, "reason"], registry=r,
+            [*_BY_UPSTREAM, "reason"],
+            registry=r,
         )
         self.cache_lookups = Counter(
             "llm_proxy_cache_lookups",
             "Reserved for the response cache (result: hit or miss); nothing counts it yet.",
-            ["route", "result"], registry=r,
+            ["route", "result"],
+            registry=r,
         )
         self.live: set[Any] = set()
         mode: Any = "livesum"
         self._in_flight = Gauge(
-            "llm_proxy_in_flight_requests", "Requests being served right now.",
-            registry=r, multiprocess_mode=mode,
+            "llm_proxy_in_flight_requests",
+            "Requests being served right now.",
+            registry=r,
+            multiprocess_mode=mode,
         )
         self._in_flight_streams = Gauge(
-            "llm_proxy_in_flight_streams", "SSE responses being streamed right now.",
-            registry=r, multiprocess_mode=mode,
+            "llm_proxy_in_flight_streams",
+            "SSE responses being streamed right now.",
+            registry=r,
+            multiprocess_mode=mode,
         )
         if shared_dir is None:  # computed on scrape; shared mode refreshes them instead
             self._in_flight.set_function(lambda: len(self.live))
@@ -169,56 +181,78 @@ class Metrics:
     def _token_counters(self, r: CollectorRegistry) -> None:
         by_source = [*_BY_MODEL, "source"]
         self.prompt_tokens = Counter(
-            "llm_proxy_prompt_tokens", "Input tokens (source: upstream or estimate).",
-            by_source, registry=r,
+            "llm_proxy_prompt_tokens",
+            "Input tokens (source: upstream or estimate).",
+            by_source,
+            registry=r,
         )
         self.completion_tokens = Counter(
-            "llm_proxy_completion_tokens", "Output tokens (source: upstream or estimate).",
-            by_source, registry=r,
+            "llm_proxy_completion_tokens",
+            "Output tokens (source: upstream or estimate).",
+            by_source,
+            registry=r,
         )
         self.cached_tokens = Counter(
-            "llm_proxy_cached_tokens", "Input tokens read from the provider's prompt cache.",
-            _BY_MODEL, registry=r,
+            "llm_proxy_cached_tokens",
+            "Input tokens read from the provider's prompt cache.",
+            _BY_MODEL,
+            registry=r,
         )
         self.cost = Counter(
-            "llm_proxy_cost_usd", "Cost of the tokens at the price table's rates, in USD.",
-            _BY_MODEL, registry=r,
+            "llm_proxy_cost_usd",
+            "Cost of the tokens at the price table's rates, in USD.",
+            _BY_MODEL,
+            registry=r,
         )
         self.unpriced = Counter(
             "llm_proxy_unpriced_requests",
             "Requests with token counts but no price for their model (cost not counted).",
-            _BY_MODEL, registry=r,
+            _BY_MODEL,
+            registry=r,
         )
 
     def _resilience_counters(self, r: CollectorRegistry) -> None:
         self.retries = Counter(
-            "llm_proxy_retries", "Attempts sent again to the upstream just tried.",
-            _BY_UPSTREAM, registry=r,
+            "llm_proxy_retries",
+            "Attempts sent again to the upstream just tried.",
+            _BY_UPSTREAM,
+            registry=r,
         )
         self.fallbacks = Counter(
-            "llm_proxy_fallbacks", "Moves to the next upstream (upstream: the one left).",
-            _BY_UPSTREAM, registry=r,
+            "llm_proxy_fallbacks",
+            "Moves to the next upstream (upstream: the one left).",
+            _BY_UPSTREAM,
+            registry=r,
         )
         self.cooldown_waits = Counter(
             "llm_proxy_cooldown_waits",
             "Requests that waited for a shared upstream cooldown before sending.",
-            _BY_UPSTREAM, registry=r,
+            _BY_UPSTREAM,
+            registry=r,
         )
         self.cooldown_skips = Counter(
-            "llm_proxy_cooldown_skips", "Upstreams skipped because they were cooling down.",
-            _BY_UPSTREAM, registry=r,
+            "llm_proxy_cooldown_skips",
+            "Upstreams skipped because they were cooling down.",
+            _BY_UPSTREAM,
+            registry=r,
         )
         self.wait_seconds = Counter(
-            "llm_proxy_retry_wait_seconds", "Time requests spent waiting on hints and cooldowns.",
-            ["route"], registry=r,
+            "llm_proxy_retry_wait_seconds",
+            "Time requests spent waiting on hints and cooldowns.",
+            ["route"],
+            registry=r,
         )
         self.trims = Counter(
-            "llm_proxy_context_trims", "Requests whose messages were trimmed to fit the window.",
-            ["route", "model"], registry=r,
+            "llm_proxy_context_trims",
+            "Requests whose messages were trimmed to fit the window.",
+            ["route", "model"],
+            registry=r,
         )
         self.trimmed_messages = Counter(
-            "llm_proxy_context_trimmed_messages", "Messages removed by context trimming.",
-            ["route", "model"], registry=r,
+            "llm_proxy_context_trimmed_messages",
+            "Messages removed by context trimming.",
+            ["route", "model"],
+            registry=r,
         )
 
     def track(self, ex: Any) -> None:

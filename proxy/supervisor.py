@@ -81,13 +81,20 @@ class Slot:
 
 
 def run_worker(
-    index: int, config: Config, launch: Launch, plan: Plan, metrics_dir: str | None,
+    index: int,
+    config: Config,
+    launch: Launch,
+    plan: Plan,
+    metrics_dir: str | None,
     channel: socket.socket,
 ) -> int:
     """The body of a worker process: the ordinary single-process server, told it is shared."""
     app = make_app(config, worker=index, metrics_dir=metrics_dir)
     service = Service(
-        plan=plan, notifier=Notifier(sock=channel), loader=launch.loader, shared=True,
+        plan=plan,
+        notifier=Notifier(sock=channel),
+        loader=launch.loader,
+        shared=True,
         parent=channel,
     )
     try:
@@ -318,7 +325,10 @@ class Supervisor:
         slot.failures += 1
         slot.restart_at = time.monotonic() + delay
         self.log.warning(
-            "worker died, restarting", worker=slot.index, pid=pid, exit_code=code,
+            "worker died, restarting",
+            worker=slot.index,
+            pid=pid,
+            exit_code=code,
             restart_in_s=delay,
         )
         self._announce()  # a reload no longer waits for it

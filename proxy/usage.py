@@ -29,7 +29,9 @@ _INFLATE_STEP = 64 << 10  # decompress in bounded pieces: a zip bomb costs CPU, 
 _RESPONSES_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _RESPONSES_READ = _RESPONSES_END | {"response.created", "response.in_progress"}
 _ANTHROPIC_DELTA = {
-    "text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking",
+    "text_delta": "text",
+    "input_json_delta": "partial_json",
+    "thinking_delta": "thinking",
 }
 _CHAT_TEXT_KEYS = ("content", "refusal", "reasoning_content", "reasoning")
 
@@ -102,7 +104,11 @@ class _Counts:
             prompt += (self.cache_read or 0) + (self.cache_write or 0)
         known = prompt is not None or self.output is not None
         return Usage(
-            prompt, self.output, self.cache_read, self.cache_write, self.reasoning,
+            prompt,
+            self.output,
+            self.cache_read,
+            self.cache_write,
+            self.reasoning,
             "upstream" if known else "none",
         )
 
@@ -336,8 +342,12 @@ class UsageTap:
             if len(data) < 16 and data.strip() == "[DONE]":
                 self.saw_terminal = True
                 return
-            if self._idle() and self.model is not None and not _may_have_usage(data) \
-                    and '"error"' not in data:
+            if (
+                self._idle()
+                and self.model is not None
+                and not _may_have_usage(data)
+                and '"error"' not in data
+            ):
                 return
         elif name == "error":
             self._set_error(_loads(data))

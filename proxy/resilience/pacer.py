@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -190,11 +189,7 @@ class Pacer:
         attempt's own (None if it had none). Wakes the scope's queue."""
         if snapshot.empty:
             return
-        if reservation is None:
-            await self.store.observe(scope.key, snapshot, -math.inf, policy)
-        else:
-            basis, answered = reservation.reserved_at, reservation.id
-            await self.store.observe(scope.key, snapshot, basis, policy, answered)
+        await self.store.observe(scope.key, snapshot, reservation, policy)
         self._wake(scope.key)
 
     async def settle(self, reservation: Reservation, actual: Cost, policy: PacePolicy) -> None:

@@ -1,28 +1,26 @@
-"""The live model of one scope's limits: the provider's latest snapshot plus what this proxy
-has sent that the snapshot cannot yet know about (pure: the clock is a parameter).
+"""The live model of one scope's limits: the provider's latest snapshot less what this proxy
+has sent since (pure: the clock is a parameter).
 
-Why reservations and a "basis": the provider counts a request when it arrives, and an answer's
-headers describe the buckets at that moment. A request reserved before the one whose answer
-brought the snapshot is already inside it; one reserved later is not, and stays "in flight"
-until a newer snapshot absorbs it or it settles. Without this the proxy either double counts
-(and under-uses the limit) or forgets its own traffic (and gets 429s in bursts).
+Each admission takes its estimated cost from the level at once. The provider counts a request
+when it arrives, and an answer's headers describe the buckets at that moment: reservations up
+to the answered one (by ``seq``) are inside that snapshot, later ones are not yet, so a new
+snapshot becomes the level less the later reservations still pending. Without this the proxy
+either double counts (and under-uses the limit) or forgets its own traffic (and gets 429s in
+bursts).
 
 The same rules run in Redis as Lua (pacing_store.py); keep the two in step.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .ratelimits import (
     DEFAULT_WINDOW_S,
     NO_COST,
-    Bucket,
-    BucketLimit,
     Cost,
     Delay,
     LimitSnapshot,
@@ -64,6 +62,9 @@ class Reservation:
     id: str
     cost: Cost
     reserved_at: float
+    seq: int
+    """Order of reservations in the scope (shared by all processes with Redis): an answer
+    to reservation n speaks for every reservation up to n."""
     shared: bool = False
     """Made in the shared store (Redis), so it must be settled there too."""
 
@@ -105,16 +106,19 @@ def estimate_cost(input_tokens: int, body: Mapping[str, Any] | None, output_rese
 
 @dataclass(slots=True)
 class _ScopeState:
-    snapshot: LimitSnapshot | None = None
-    basis: float = -math.inf
-    """``reserved_at`` of the request whose answer gave the snapshot."""
+    level: LimitSnapshot | None = None
+    """The buckets as this proxy believes them now: the newest snapshot minus what was
+    reserved after it (may go below zero: a debt the refill pays off)."""
+    basis: int = 0
+    """``seq`` of the reservation whose answer gave the newest snapshot."""
+    seq: int = 0
     retry_at: float = 0.0
     pending: dict[str, Reservation] = field(default_factory=dict)
 
 
 class PacingModel:
-    """Every scope's state in one process; ``admit``/``observe``/``settle`` are synchronous
-    so that check-and-reserve is atomic on the event loop."""
+    """Every scope's state in one process; each method is synchronous so that
+    check-and-reserve is atomic on the event loop."""
 
     def __init__(self) -> None:
         self._scopes: dict[str, _ScopeState] = {}
@@ -124,7 +128,8 @@ class PacingModel:
         delay = self.delay(key, cost, now, policy)
         if delay.reason is not None:
             return Wait(delay.seconds, delay.reason)
-        reservation = Reservation(key, secrets.token_hex(8), cost, now)
+        state = self._scopes.setdefault(key, _ScopeState())
+        reservation = Reservation(key, secrets.token_hex(8), cost, now, state.seq + 1)
         self.hold(reservation, policy, now)
         return Admitted(reservation)
 
@@ -133,110 +138,122 @@ class PacingModel:
         state = self._scopes.get(key)
         if state is None:
             return Delay(0.0, None)
-        self._expire(state, now, policy)
-        in_flight = NO_COST
-        for reservation in state.pending.values():
-            if reservation.reserved_at >= state.basis:
-                in_flight = in_flight + reservation.cost
-        snapshot = state.snapshot or LimitSnapshot(observed_at=now)
-        snapshot = replace(snapshot, retry_at=state.retry_at or None)
+        level = state.level or LimitSnapshot(observed_at=now)
         return admission_delay(
-            snapshot,
+            replace(level, retry_at=state.retry_at or None),
             cost,
             now,
             window_s=policy.window_s,
             target_utilisation=policy.target_utilisation,
-            in_flight=in_flight,
         )
 
     def hold(self, reservation: Reservation, policy: PacePolicy, now: float) -> None:
-        """Record a reservation made elsewhere (Redis), so an outage keeps knowing about it."""
+        """Take ``reservation`` from the level; also how a Redis store mirrors the
+        reservations it made, so that an outage keeps knowing about them."""
         state = self._scopes.setdefault(reservation.scope_key, _ScopeState())
-        self._expire(state, now, policy)
+        _expire(state, now, policy)
+        state.seq = max(state.seq, reservation.seq)
         state.pending[reservation.id] = reservation
+        if state.level is not None:
+            state.level = _shift(state.level, now, policy.window_s, reservation.cost, -1.0)
 
     def observe(
-        self,
-        key: str,
-        snapshot: LimitSnapshot,
-        basis: float,
-        policy: PacePolicy,
-        answered: str | None = None,
+        self, key: str, snapshot: LimitSnapshot, basis: int | None, policy: PacePolicy
     ) -> None:
-        """Take an answer's snapshot; ``basis`` is the ``reserved_at`` of the answered
-        reservation (id ``answered``). The newest basis replaces the model and absorbs the
-        answered reservation and those made before it; an older one (a slow answer
-        overtaken) may only lower levels, never raise them."""
+        """Take an answer's snapshot; ``basis`` is the ``seq`` of the answered reservation
+        (None when the attempt reserved nothing). The newest basis replaces the level, less
+        what was reserved after it; an older one (a slow answer overtaken, or one without a
+        reservation) may only lower the level, never raise it."""
         state = self._scopes.setdefault(key, _ScopeState())
         if snapshot.retry_at is not None:
             state.retry_at = max(state.retry_at, snapshot.retry_at)
         if not snapshot.buckets:
             return
-        if state.snapshot is None or basis >= state.basis:
-            state.snapshot, state.basis = snapshot, basis
-            state.pending = {
-                rid: r
-                for rid, r in state.pending.items()
-                if r.reserved_at >= basis and rid != answered
-            }
+        _expire(state, snapshot.observed_at, policy)
+        if state.level is None or (basis is not None and basis >= state.basis):
+            after = basis or 0
+            state.pending = {k: r for k, r in state.pending.items() if r.seq > after}
+            state.basis = max(state.basis, after)
+            state.level = _less_pending(snapshot, state.pending.values(), after)
             return
-        now = max(snapshot.observed_at, state.snapshot.observed_at)
-        state.snapshot = _lower(state.snapshot, snapshot, now, policy.window_s)
+        theirs = _less_pending(snapshot, state.pending.values(), basis or 0)
+        now = max(snapshot.observed_at, state.level.observed_at)
+        state.level = _lower(state.level, theirs, now, policy.window_s)
 
     def settle(
         self, reservation: Reservation, actual: Cost, now: float, policy: PacePolicy
     ) -> None:
-        """The attempt is over. If no snapshot has absorbed it yet, its ``actual`` cost is
-        taken from the model's levels (no answer headers to tell us otherwise)."""
+        """The attempt is over and cost ``actual`` (``NO_COST``: never sent, or refused).
+        Unless an answer's snapshot has absorbed it already, the level is corrected from
+        the estimate to ``actual``."""
         state = self._scopes.get(reservation.scope_key)
         if state is None or state.pending.pop(reservation.id, None) is None:
             return
-        if state.snapshot is not None and actual != NO_COST:
-            state.snapshot = _charge(state.snapshot, actual, now, policy.window_s)
+        if state.level is not None:
+            refund = _difference(reservation.cost, actual)
+            state.level = _shift(state.level, now, policy.window_s, refund, 1.0)
 
-    def release(self, reservation: Reservation) -> None:
-        """The attempt was never sent: give the capacity back."""
-        state = self._scopes.get(reservation.scope_key)
-        if state is not None:
-            state.pending.pop(reservation.id, None)
-
-    def snapshot(self, key: str) -> LimitSnapshot | None:
+    def level(self, key: str) -> LimitSnapshot | None:
         state = self._scopes.get(key)
-        return None if state is None else state.snapshot
+        return None if state is None else state.level
 
     def in_flight(self, key: str) -> int:
         state = self._scopes.get(key)
         return 0 if state is None else len(state.pending)
 
-    def _expire(self, state: _ScopeState, now: float, policy: PacePolicy) -> None:
-        oldest = now - policy.reservation_ttl_s
-        if any(r.reserved_at < oldest for r in state.pending.values()):
-            state.pending = {k: r for k, r in state.pending.items() if r.reserved_at >= oldest}
+
+def _expire(state: _ScopeState, now: float, policy: PacePolicy) -> None:
+    """Forget reservations never settled (their process died): their cost was taken from
+    the level when they were made, and the refill has long given it back."""
+    oldest = now - policy.reservation_ttl_s
+    if any(r.reserved_at < oldest for r in state.pending.values()):
+        state.pending = {k: r for k, r in state.pending.items() if r.reserved_at >= oldest}
 
 
-def _rebased(snapshot: LimitSnapshot, now: float, window_s: float) -> dict[Bucket, BucketLimit]:
-    return {
-        name: replace(b, remaining=bucket_level(b, snapshot.observed_at, now, window_s))
+def _difference(a: Cost, b: Cost) -> Cost:
+    return Cost(
+        a.input_tokens - b.input_tokens, a.output_tokens - b.output_tokens, a.requests - b.requests
+    )
+
+
+def _shift(
+    level: LimitSnapshot, now: float, window_s: float, cost: Cost, sign: float
+) -> LimitSnapshot:
+    """The level re-based at ``now`` with ``sign * cost`` added to every bucket."""
+    buckets = {
+        name: replace(
+            b,
+            remaining=bucket_level(b, level.observed_at, now, window_s) + sign * cost.amount(name),
+        )
+        for name, b in level.buckets.items()
+    }
+    return replace(level, observed_at=max(now, level.observed_at), buckets=buckets)
+
+
+def _less_pending(
+    snapshot: LimitSnapshot, pending: Iterable[Reservation], after: int
+) -> LimitSnapshot:
+    """The snapshot less what was reserved after the answered reservation."""
+    debt = NO_COST
+    for reservation in pending:
+        if reservation.seq > after:
+            debt = debt + reservation.cost
+    buckets = {
+        name: replace(b, remaining=b.remaining - debt.amount(name))
         for name, b in snapshot.buckets.items()
     }
-
-
-def _charge(snapshot: LimitSnapshot, cost: Cost, now: float, window_s: float) -> LimitSnapshot:
-    buckets = {
-        name: replace(b, remaining=b.remaining - cost.amount(name))
-        for name, b in _rebased(snapshot, now, window_s).items()
-    }
-    return replace(snapshot, observed_at=now, buckets=buckets)
+    return replace(snapshot, buckets=buckets, retry_at=None)
 
 
 def _lower(
-    current: LimitSnapshot, stale: LimitSnapshot, now: float, window_s: float
+    mine: LimitSnapshot, theirs: LimitSnapshot, now: float, window_s: float
 ) -> LimitSnapshot:
-    mine, theirs = _rebased(current, now, window_s), _rebased(stale, now, window_s)
-    buckets = {
-        name: replace(b, remaining=min(b.remaining, theirs[name].remaining))
-        if name in theirs
-        else b
-        for name, b in mine.items()
-    }
-    return replace(current, observed_at=now, buckets=buckets)
+    """``mine`` re-based at ``now``, each bucket lowered to ``theirs`` where that is less."""
+    buckets = {}
+    for name, b in mine.buckets.items():
+        level = bucket_level(b, mine.observed_at, now, window_s)
+        other = theirs.buckets.get(name)
+        if other is not None:
+            level = min(level, bucket_level(other, theirs.observed_at, now, window_s))
+        buckets[name] = replace(b, remaining=level)
+    return replace(mine, observed_at=now, buckets=buckets)

@@ -30,11 +30,12 @@ T = TypeVar("T")
 OnLoss = Callable[[str, Exception], None]
 OnRecover = Callable[[], None]
 
-_NO_BASIS = -1e308
-"""Stands for "before anything" (an answer to a request that reserved nothing)."""
 _BUCKETS = tuple(Bucket)
 
-# Shared Lua: read the state hash and the debts of reservations newer than the basis.
+# KEYS: the state hash (obs: instant of the level, basis, seq, retry, and per bucket
+# L:<bucket> limit and R:<bucket> level at obs), the reservations hash (id ->
+# "reserved_at|seq|input|output|requests") and their order (zset id -> seq).
+# Same rules as PacingModel.
 _PRELUDE = """
 local function num(x) return string.format('%.17g', x) end
 local names = {'requests', 'tokens', 'input-tokens', 'output-tokens'}
@@ -47,14 +48,62 @@ end
 local function amounts(i, o, r)
   return {['requests'] = r, ['tokens'] = i + o, ['input-tokens'] = i, ['output-tokens'] = o}
 end
-local function level(st, b, now, window)
-  local L = st['L:' .. b]
-  return math.min(L, st['R:' .. b] + L / window * math.max(0, now - st['obs']))
+local function level(L, R, obs, now, window)
+  return math.min(L, R + L / window * math.max(0, now - obs))
+end
+local function record(raw)
+  local at, seq, i, o, r = string.match(raw, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+  return tonumber(at), tonumber(seq), amounts(tonumber(i), tonumber(o), tonumber(r))
+end
+local function forget(id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+-- drop reservations older than `oldest`, oldest first (by seq)
+local function expire(oldest)
+  while true do
+    local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+    if #first == 0 then return end
+    local raw = redis.call('HGET', KEYS[2], first[1])
+    if raw and record(raw) >= oldest then return end
+    forget(first[1])
+  end
+end
+-- an answer to reservation `after` speaks for it and every earlier one
+local function absorb(after)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', after)) do forget(id) end
+end
+-- what was reserved after seq `after` and is still pending
+local function debt_after(after)
+  local debt = amounts(0, 0, 0)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. after, '+inf')) do
+    local raw = redis.call('HGET', KEYS[2], id)
+    if raw then
+      local _, _, cost = record(raw)
+      for _, b in ipairs(names) do debt[b] = debt[b] + cost[b] end
+    end
+  end
+  return debt
+end
+local function keep(ms)
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ms) end
+end
+-- re-base every bucket at `now` and add sign * cost
+local function shift(key, st, now, window, cost, sign)
+  if not st['obs'] then return end
+  for _, b in ipairs(names) do
+    local L = st['L:' .. b]
+    if L then
+      local lv = level(L, st['R:' .. b], st['obs'], now, window) + sign * cost[b]
+      redis.call('HSET', key, 'R:' .. b, num(lv))
+    end
+  end
+  redis.call('HSET', key, 'obs', num(math.max(now, st['obs'])))
 end
 """
 
-# KEYS: state, reservations. ARGV: now, window, target, ttl, in, out, requests, id, keep_ms.
-# An empty id only estimates. Returns {1|0, seconds, reason}.
+# ARGV: now, window, target, ttl, input, output, requests, id, keep_ms. An empty id
+# only estimates. Returns {1|0, seconds, reason, seq}.
 _ADMIT_LUA = (
     _PRELUDE
     + """
@@ -62,19 +111,6 @@ local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local target, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost = amounts(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 local st = load(KEYS[1])
-local basis = st['basis'] or -1e308
-local di, do_, dr = 0, 0, 0
-local res = redis.call('HGETALL', KEYS[2])
-for i = 1, #res, 2 do
-  local at, ri, ro, rr = string.match(res[i + 1], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
-  at = tonumber(at)
-  if at < now - ttl then
-    redis.call('HDEL', KEYS[2], res[i])
-  elseif at >= basis then
-    di, do_, dr = di + tonumber(ri), do_ + tonumber(ro), dr + tonumber(rr)
-  end
-end
-local debt = amounts(di, do_, dr)
 local seconds, reason = 0, ''
 local retry = st['retry'] or 0
 if retry > now then seconds, reason = retry - now, 'retry-after' end
@@ -82,92 +118,88 @@ if st['obs'] then
   for _, b in ipairs(names) do
     local L = st['L:' .. b]
     if L then
-      local need = math.min(cost[b] + (1 - target) * L, L) + debt[b]
-      local lv = level(st, b, now, window)
-      if need - lv > 1e-9 * L then
-        local wait = (need - lv) * window / L
-        if wait > seconds then seconds, reason = wait, b end
-      end
+      local need = math.min(cost[b] + (1 - target) * L, L)
+      local lv = level(L, st['R:' .. b], st['obs'], now, window)
+      local wait = (need - lv) * window / L
+      if wait > 1e-6 and wait > seconds then seconds, reason = wait, b end
     end
   end
 end
-if reason ~= '' then return {0, num(seconds), reason} end
-if ARGV[8] ~= '' then
-  local record = ARGV[1] .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7]
-  redis.call('HSET', KEYS[2], ARGV[8], record)
-  redis.call('PEXPIRE', KEYS[2], ARGV[9])
-end
-return {1, '0', ''}
+if reason ~= '' then return {0, num(seconds), reason, 0} end
+if ARGV[8] == '' then return {1, '0', '', 0} end
+expire(now - ttl)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local rec = ARGV[1] .. '|' .. seq .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7]
+redis.call('HSET', KEYS[2], ARGV[8], rec)
+redis.call('ZADD', KEYS[3], seq, ARGV[8])
+shift(KEYS[1], st, now, window, cost, -1)
+keep(ARGV[9])
+return {1, '0', '', seq}
 """
 )
 
-# KEYS: state, reservations. ARGV: observed_at, window, basis, retry_at|'', keep_ms,
-# then limit, remaining per bucket in `names` order ('' when absent), then the answered id.
+# ARGV: observed_at, window, basis ('' when none),
+# retry_at ('' when none), keep_ms, ttl, now, then limit and remaining per bucket in `names`
+# order ('' when absent).
 _OBSERVE_LUA = (
     _PRELUDE
     + """
 local obs, window, basis = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local retry = tonumber(ARGV[4])
+local retry, oldest = tonumber(ARGV[4]), tonumber(ARGV[7]) - tonumber(ARGV[6])
 local st = load(KEYS[1])
 if retry and retry > (st['retry'] or 0) then redis.call('HSET', KEYS[1], 'retry', ARGV[4]) end
-local new = {}
-local any = false
+local new, any = {}, false
 for i, b in ipairs(names) do
-  if ARGV[4 + 2 * i] ~= '' then
-    new[b] = {tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])}
+  if ARGV[6 + 2 * i] ~= '' then
+    new[b] = {tonumber(ARGV[6 + 2 * i]), tonumber(ARGV[7 + 2 * i])}
     any = true
   end
 end
-if any then
-  if (not st['obs']) or basis >= (st['basis'] or -1e308) then
-    for _, b in ipairs(names) do
-      redis.call('HDEL', KEYS[1], 'L:' .. b, 'R:' .. b)
-      if new[b] then
-        redis.call('HSET', KEYS[1], 'L:' .. b, num(new[b][1]), 'R:' .. b, num(new[b][2]))
-      end
+if any and ((not st['obs']) or (basis and basis >= (st['basis'] or 0))) then
+  local after = basis or 0
+  expire(oldest)
+  absorb(after)
+  local debt = debt_after(after)
+  for _, b in ipairs(names) do
+    redis.call('HDEL', KEYS[1], 'L:' .. b, 'R:' .. b)
+    if new[b] then
+      redis.call('HSET', KEYS[1], 'L:' .. b, num(new[b][1]), 'R:' .. b, num(new[b][2] - debt[b]))
     end
-    redis.call('HSET', KEYS[1], 'obs', ARGV[1], 'basis', ARGV[3])
-    local res = redis.call('HGETALL', KEYS[2])
-    for i = 1, #res, 2 do
-      local at = tonumber(string.match(res[i + 1], '^([^|]+)|'))
-      if at < basis or res[i] == ARGV[14] then redis.call('HDEL', KEYS[2], res[i]) end
-    end
-  else
-    local now = math.max(obs, st['obs'])
-    for _, b in ipairs(names) do
-      if st['L:' .. b] then
-        local mine = level(st, b, now, window)
-        if new[b] then
-          local L, R = new[b][1], new[b][2]
-          mine = math.min(mine, math.min(L, R + L / window * math.max(0, now - obs)))
-        end
-        redis.call('HSET', KEYS[1], 'R:' .. b, num(mine))
-      end
-    end
-    redis.call('HSET', KEYS[1], 'obs', num(now))
   end
+  redis.call('HSET', KEYS[1], 'obs', ARGV[1], 'basis', math.max(st['basis'] or 0, after))
+elseif any then
+  expire(oldest)
+  local debt = debt_after(basis or 0)
+  local now = math.max(obs, st['obs'])
+  for _, b in ipairs(names) do
+    local L = st['L:' .. b]
+    if L then
+      local mine = level(L, st['R:' .. b], st['obs'], now, window)
+      if new[b] then
+        mine = math.min(mine, level(new[b][1], new[b][2] - debt[b], obs, now, window))
+      end
+      redis.call('HSET', KEYS[1], 'R:' .. b, num(mine))
+    end
+  end
+  redis.call('HSET', KEYS[1], 'obs', num(now))
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+keep(ARGV[5])
 return 1
 """
 )
 
-# KEYS: state, reservations. ARGV: id, now, window, in, out, requests.
+# ARGV: id, now, window, actual input, output, requests.
 _SETTLE_LUA = (
     _PRELUDE
     + """
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
-local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-local cost = amounts(tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-if cost['requests'] == 0 and cost['tokens'] == 0 then return 1 end
-local st = load(KEYS[1])
-if not st['obs'] then return 1 end
-for _, b in ipairs(names) do
-  if st['L:' .. b] then
-    redis.call('HSET', KEYS[1], 'R:' .. b, num(level(st, b, now, window) - cost[b]))
-  end
-end
-redis.call('HSET', KEYS[1], 'obs', ARGV[2])
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return 0 end
+forget(ARGV[1])
+local _, _, est = record(raw)
+local actual = amounts(tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+local refund = {}
+for _, b in ipairs(names) do refund[b] = est[b] - actual[b] end
+shift(KEYS[1], load(KEYS[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), refund, 1)
 return 1
 """
 )
@@ -188,12 +220,11 @@ class PacingStore(Protocol):
         self,
         key: str,
         snapshot: LimitSnapshot,
-        basis: float,
+        answered: Reservation | None,
         policy: PacePolicy,
-        answered: str | None = None,
     ) -> None:
-        """An answer's snapshot; ``basis`` is the ``reserved_at`` of the answered
-        reservation (-inf if none) and ``answered`` its id."""
+        """An answer's snapshot; ``answered`` is the attempt's reservation (None if it
+        reserved nothing)."""
         ...
 
     async def settle(
@@ -221,11 +252,10 @@ class MemoryPacingStore:
         self,
         key: str,
         snapshot: LimitSnapshot,
-        basis: float,
+        answered: Reservation | None,
         policy: PacePolicy,
-        answered: str | None = None,
     ) -> None:
-        self.model.observe(key, snapshot, basis, policy, answered)
+        self.model.observe(key, snapshot, None if answered is None else answered.seq, policy)
 
     async def settle(
         self, reservation: Reservation, actual: Cost, now: float, policy: PacePolicy
@@ -250,15 +280,22 @@ class RedisPacingStore:
         on_recover: OnRecover | None = None,
         timeout_s: float = 0.25,
         retry_after_s: float = 1.0,
+        max_connections: int = 32,
+        pool_wait_s: float = 2.0,
     ) -> None:
         # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
-        self._redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst of admissions queues for a connection instead of failing
+        # with MaxConnectionsError (the default pool's answer past 100 at once).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_wait_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._admit = self._redis.register_script(_ADMIT_LUA)
         self._observe = self._redis.register_script(_OBSERVE_LUA)
         self._settle = self._redis.register_script(_SETTLE_LUA)
@@ -276,7 +313,8 @@ class RedisPacingStore:
         return self._down
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self._prefix}{key}", f"{self._prefix}{key}:res"]
+        base = f"{self._prefix}{key}"
+        return [base, f"{base}:res", f"{base}:order"]
 
     async def admit(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Admitted | Wait:
         rid = secrets.token_hex(8)
@@ -284,10 +322,10 @@ class RedisPacingStore:
         reply = await self._call("admit", self._script(self._admit, key, args))
         if reply is None:
             return self.local.admit(key, cost, now, policy)
-        admitted, seconds, reason = _decode(reply)
+        admitted, seconds, reason, seq = _decode(reply)
         if not admitted:
             return Wait(float(seconds), WaitReason(reason))
-        reservation = Reservation(key, rid, cost, now, shared=True)
+        reservation = Reservation(key, rid, cost, now, seq, shared=True)
         self.local.hold(reservation, policy, now)
         return Admitted(reservation)
 
@@ -296,29 +334,31 @@ class RedisPacingStore:
         reply = await self._call("delay", self._script(self._admit, key, args))
         if reply is None:
             return self.local.delay(key, cost, now, policy)
-        admitted, seconds, reason = _decode(reply)
+        admitted, seconds, reason, _ = _decode(reply)
         return Delay(0.0, None) if admitted else Delay(float(seconds), WaitReason(reason))
 
     async def observe(
         self,
         key: str,
         snapshot: LimitSnapshot,
-        basis: float,
+        answered: Reservation | None,
         policy: PacePolicy,
-        answered: str | None = None,
     ) -> None:
-        self.local.observe(key, snapshot, basis, policy, answered)
+        self.local.observe(key, snapshot, None if answered is None else answered.seq, policy)
+        # a reservation made locally during an outage has no place in Redis's order
+        basis = "" if answered is None or not answered.shared else str(answered.seq)
         args: list[Any] = [
             repr(snapshot.observed_at),
             repr(policy.window_s),
-            repr(max(basis, _NO_BASIS)),
+            basis,
             "" if snapshot.retry_at is None else repr(snapshot.retry_at),
             _keep_ms(policy),
+            repr(policy.reservation_ttl_s),
+            repr(snapshot.observed_at),
         ]
         for bucket in _BUCKETS:
             limit = snapshot.buckets.get(bucket)
             args += ["", ""] if limit is None else [repr(limit.limit), repr(limit.remaining)]
-        args.append(answered or "")
         await self._call("observe", self._script(self._observe, key, args))
 
     async def settle(
@@ -346,6 +386,7 @@ class RedisPacingStore:
     async def close(self) -> None:
         try:
             await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
         except (RedisError, OSError) as exc:
             self._report("close", exc)
 
@@ -396,9 +437,9 @@ def _admit_args(now: float, cost: Cost, policy: PacePolicy, rid: str) -> list[An
     ]
 
 
-def _decode(reply: Any) -> tuple[bool, str, str]:
-    flag, seconds, reason = reply
-    return int(flag) == 1, _text(seconds), _text(reason)
+def _decode(reply: Any) -> tuple[bool, str, str, int]:
+    flag, seconds, reason, seq = reply
+    return int(flag) == 1, _text(seconds), _text(reason), int(seq)
 
 
 def _text(value: Any) -> str:

@@ -33,7 +33,7 @@ __all__ = [
 DEFAULT_WINDOW_S = 60.0
 """Both providers state their limits per minute (RPM, TPM, ITPM, OTPM)."""
 _Parse = Callable[[str], float | None]
-_FIT_EPSILON = 1e-9
+_FIT_SLACK_S = 1e-6
 _SKEW_TOLERANCE_S = 2.0
 """A Date header has 1 s resolution; only a larger disagreement is clock skew."""
 
@@ -152,9 +152,9 @@ def admission_delay(
         reserve = (1.0 - target_utilisation) * bucket.limit
         need = min(cost.amount(name) + reserve, bucket.limit) + in_flight.amount(name)
         level = bucket_level(bucket, snapshot.observed_at, now, window_s)
-        if need - level <= _FIT_EPSILON * bucket.limit:  # 1 - 0.95 is not exactly 0.05
-            continue
         wait = (need - level) * window_s / bucket.limit
+        if wait <= _FIT_SLACK_S:  # float noise: 1 - 0.95 != 0.05, epoch + 0.6 is inexact
+            continue
         if wait > seconds:
             seconds, reason = wait, WaitReason(name.value)
     return Delay(seconds, reason)

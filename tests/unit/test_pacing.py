@@ -68,98 +68,98 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 def test_unknown_scope_admits() -> None:
     decision = PacingModel().admit(KEY, ONE, NOW, DEFAULT)
     assert isinstance(decision, Admitted)
-    assert (KEY, ONE, NOW, False) == (
-        decision.reservation.scope_key,
-        decision.reservation.cost,
-        decision.reservation.reserved_at,
-        decision.reservation.shared,
-    )
+    assert Reservation(KEY, decision.reservation.id, ONE, NOW, 1) == decision.reservation
 
 
 def test_admits_up_to_limit_times_target_then_waits_for_the_refill() -> None:
     model = PacingModel()
-    model.observe(KEY, requests_snapshot(100, 100), NOW - 1, DEFAULT)
+    model.observe(KEY, requests_snapshot(100, 100), None, DEFAULT)
     decisions = [model.admit(KEY, ONE, NOW, DEFAULT) for _ in range(100)]
     admitted = [d for d in decisions if isinstance(d, Admitted)]
     assert 95 == len(admitted)
+    assert list(range(1, 96)) == [d.reservation.seq for d in admitted]
     # the 96th needs one more request of refill: 60 s / 100 = 0.6 s
     assert Wait(pytest.approx(0.6), WaitReason.REQUESTS) == decisions[95]
 
 
-def test_a_snapshot_absorbs_reservations_made_before_its_own() -> None:
+def test_an_answer_speaks_for_its_reservation_and_earlier_ones() -> None:
     """The provider already counted requests sent before the answered one; later ones not."""
     model = PacingModel()
-    model.observe(KEY, requests_snapshot(60, 60), NOW - 10, FULL)
+    model.observe(KEY, requests_snapshot(60, 60), None, FULL)
     first = model.admit(KEY, ONE, NOW, FULL)
-    second = model.admit(KEY, ONE, NOW + 0.001, FULL)
-    third = model.admit(KEY, ONE, NOW + 0.002, FULL)
-    assert all(isinstance(d, Admitted) for d in (first, second, third))
-    assert 3 == model.in_flight(KEY)
-    assert isinstance(second, Admitted)
-    # second's answer: the provider saw first and second, 2 left of a burst of 4 (say)
-    answered = second.reservation
-    model.observe(KEY, requests_snapshot(60, 2, NOW + 0.5), answered.reserved_at, FULL, answered.id)
+    second = model.admit(KEY, ONE, NOW, FULL)
+    third = model.admit(KEY, ONE, NOW, FULL)
+    assert isinstance(first, Admitted) and isinstance(second, Admitted)
+    assert isinstance(third, Admitted)
+    assert (3, requests_snapshot(60, 57)) == (model.in_flight(KEY), model.level(KEY))
+    # second's answer: the provider saw first and second and says 2 are left
+    model.observe(KEY, requests_snapshot(60, 2, NOW + 0.5), second.reservation.seq, FULL)
     assert 1 == model.in_flight(KEY)  # third is still unknown to the provider
-    # level 2 (+0.5 s of refill at 1/s on top) minus third in flight: one more fits, not two
-    assert isinstance(model.admit(KEY, ONE, NOW + 0.5, FULL), Admitted)
-    assert isinstance(model.admit(KEY, ONE, NOW + 0.5, FULL), Wait)
+    assert requests_snapshot(60, 1, NOW + 0.5) == model.level(KEY)
+    # first's answer arrives late: older than second's, it cannot raise the level
+    model.observe(KEY, requests_snapshot(60, 40, NOW + 0.5), first.reservation.seq, FULL)
+    assert requests_snapshot(60, 1, NOW + 0.5) == model.level(KEY)
 
 
 def test_an_overtaken_snapshot_only_lowers_the_level() -> None:
     model = PacingModel()
-    model.observe(KEY, requests_snapshot(60, 30), NOW, FULL)
-    model.observe(KEY, requests_snapshot(60, 50), NOW - 5, FULL)  # older basis, more room
-    assert requests_snapshot(60, 30) == model.snapshot(KEY)
-    model.observe(KEY, requests_snapshot(60, 10), NOW - 5, FULL)  # older basis, less room
-    assert requests_snapshot(60, 10) == model.snapshot(KEY)
+    model.observe(KEY, requests_snapshot(60, 30), 5, FULL)
+    model.observe(KEY, requests_snapshot(60, 50), 3, FULL)  # older basis, more room
+    assert requests_snapshot(60, 30) == model.level(KEY)
+    model.observe(KEY, requests_snapshot(60, 10), 3, FULL)  # older basis, less room
+    assert requests_snapshot(60, 10) == model.level(KEY)
+    model.observe(KEY, requests_snapshot(60, 20), None, FULL)  # no reservation: as old
+    assert requests_snapshot(60, 10) == model.level(KEY)
 
 
-def test_settle_charges_an_unabsorbed_reservation_with_its_actual_cost() -> None:
+def test_settle_corrects_an_unabsorbed_estimate_to_the_actual_cost() -> None:
     model = PacingModel()
     snapshot = LimitSnapshot(NOW, {Bucket.TOKENS: BucketLimit(6000, 6000, None)})
-    model.observe(KEY, snapshot, NOW - 1, FULL)
+    model.observe(KEY, snapshot, None, FULL)
     decision = model.admit(KEY, Cost(1000, 4000), NOW, FULL)
     assert isinstance(decision, Admitted)
     assert isinstance(model.admit(KEY, Cost(1000, 1001), NOW, FULL), Wait)
     model.settle(decision.reservation, Cost(1000, 200), NOW, FULL)  # no headers came back
     assert 0 == model.in_flight(KEY)
     expected = LimitSnapshot(NOW, {Bucket.TOKENS: BucketLimit(6000, 4800, None)})
-    assert expected == model.snapshot(KEY)
+    assert expected == model.level(KEY)
 
 
 def test_settle_after_absorption_changes_nothing() -> None:
     model = PacingModel()
-    model.observe(KEY, requests_snapshot(60, 60), NOW - 1, FULL)
+    model.observe(KEY, requests_snapshot(60, 60), None, FULL)
     decision = model.admit(KEY, ONE, NOW, FULL)
     assert isinstance(decision, Admitted)
-    model.observe(KEY, requests_snapshot(60, 59, NOW + 1), NOW, FULL, decision.reservation.id)
-    model.settle(decision.reservation, ONE, NOW + 2, FULL)
-    assert requests_snapshot(60, 59, NOW + 1) == model.snapshot(KEY)
+    model.observe(KEY, requests_snapshot(60, 59, NOW + 1), decision.reservation.seq, FULL)
+    model.settle(decision.reservation, NO_COST, NOW + 2, FULL)
+    assert requests_snapshot(60, 59, NOW + 1) == model.level(KEY)
 
 
-def test_release_gives_the_capacity_back() -> None:
+def test_settle_with_no_cost_gives_the_capacity_back() -> None:
     model = PacingModel()
-    model.observe(KEY, requests_snapshot(60, 1), NOW, FULL)
+    model.observe(KEY, requests_snapshot(60, 1), None, FULL)
     decision = model.admit(KEY, ONE, NOW, FULL)
     assert isinstance(decision, Admitted)
     assert isinstance(model.admit(KEY, ONE, NOW, FULL), Wait)
-    model.release(decision.reservation)
+    model.settle(decision.reservation, NO_COST, NOW, FULL)  # never sent, or a 429
     assert isinstance(model.admit(KEY, ONE, NOW, FULL), Admitted)
 
 
-def test_a_reservation_never_settled_expires() -> None:
+def test_a_reservation_never_settled_is_forgotten_after_its_ttl() -> None:
     policy = PacePolicy(target_utilisation=1.0, reservation_ttl_s=30)
     model = PacingModel()
-    model.observe(KEY, requests_snapshot(60, 0, NOW - 100), NOW - 100, policy)  # full by NOW
-    for _ in range(60):
-        assert isinstance(model.admit(KEY, ONE, NOW, policy), Admitted)
-    assert isinstance(model.admit(KEY, ONE, NOW + 29, policy), Wait)
-    assert isinstance(model.admit(KEY, ONE, NOW + 31, policy), Admitted)
+    model.observe(KEY, requests_snapshot(60, 60), None, policy)
+    assert isinstance(model.admit(KEY, ONE, NOW, policy), Admitted)
+    assert isinstance(model.admit(KEY, ONE, NOW + 29, policy), Admitted)
+    assert 2 == model.in_flight(KEY)
+    # an answer without a reservation subtracts what is pending: the expired one no more
+    model.observe(KEY, requests_snapshot(60, 10, NOW + 31), None, policy)
+    assert (1, requests_snapshot(60, 9, NOW + 31)) == (model.in_flight(KEY), model.level(KEY))
 
 
 def test_retry_after_of_a_429_holds_the_scope() -> None:
     model = PacingModel()
-    model.observe(KEY, LimitSnapshot(NOW, retry_at=NOW + 7), NOW, FULL)
+    model.observe(KEY, LimitSnapshot(NOW, retry_at=NOW + 7), None, FULL)
     assert Wait(7.0, WaitReason.RETRY_AFTER) == model.admit(KEY, ONE, NOW, FULL)
     assert isinstance(model.admit(KEY, ONE, NOW + 7, FULL), Admitted)
 
@@ -173,7 +173,7 @@ def test_the_anthropic_split_charges_input_and_output_separately() -> None:
             Bucket.OUTPUT_TOKENS: BucketLimit(1000, 1000, None),
         },
     )
-    model.observe(KEY, snapshot, NOW - 1, FULL)
+    model.observe(KEY, snapshot, None, FULL)
     assert isinstance(model.admit(KEY, Cost(9000, 500), NOW, FULL), Admitted)
     assert Wait(pytest.approx(6.0), WaitReason.OUTPUT_TOKENS) == model.admit(
         KEY, Cost(0, 600), NOW, FULL
@@ -319,7 +319,7 @@ async def test_a_waiter_whose_budget_runs_out_behind_others_is_told_then() -> No
     assert all(isinstance(r, Admitted) for r in await guarded(asyncio.gather(*ahead)))
 
 
-async def test_a_new_snapshot_wakes_the_queue() -> None:
+async def test_an_answer_wakes_the_queue() -> None:
     """The clock stands still and sleeps never end: only the answer's headers can release
     the waiter."""
     time = VirtualTime()
@@ -329,13 +329,14 @@ async def test_a_new_snapshot_wakes_the_queue() -> None:
         await never.wait()
 
     pacer = Pacer(MemoryPacingStore(), clock=time, sleep=sleep_forever)
-    await pacer.observe(SCOPE, requests_snapshot(60, 0), None, FULL)
+    await pacer.observe(SCOPE, requests_snapshot(60, 1), None, FULL)
+    first = await pacer.acquire(SCOPE, ONE, FULL, budget_s=0)
+    assert isinstance(first, Admitted)
     waiter = asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=30))
     await asyncio.sleep(0)
-    assert not waiter.done()
-    await pacer.observe(SCOPE, requests_snapshot(60, 10), None, FULL)
-    result = await guarded(waiter)
-    assert isinstance(result, Admitted)
+    assert (False, 1) == (waiter.done(), pacer.queue_length(SCOPE))
+    await pacer.observe(SCOPE, requests_snapshot(60, 10), first.reservation, FULL)
+    assert isinstance(await guarded(waiter), Admitted)
     await pacer.close()
 
 
@@ -368,5 +369,5 @@ async def test_settled_reservations_leave_the_model() -> None:
 
 
 def test_reservation_is_a_plain_record() -> None:
-    r = Reservation("k", "id", ONE, NOW)
-    assert (False, r) == (r.shared, Reservation("k", "id", ONE, NOW))
+    r = Reservation("k", "id", ONE, NOW, 1)
+    assert (False, r) == (r.shared, Reservation("k", "id", ONE, NOW, 1))
