@@ -5,6 +5,7 @@ In-process::
     fake = FakeUpstream()
     server = TestServer(fake.make_app())
     fake.enqueue(Fault(status=429, headers={"retry-after": "1"}))
+    fake = FakeUpstream(limits=Limits(rpm=60, tpm=40_000))  # real token buckets
 
 Standalone: ``python -m proxy.fake_upstream --port 0`` (prints ``listening on URL``).
 It imports nothing else from ``proxy``.
@@ -13,5 +14,15 @@ It imports nothing else from ``proxy``.
 from .app import FakeUpstream
 from .content import fake_text, prompt_tokens
 from .faults import Fault, RecordedRequest
+from .limits import Counts, Limits, Rates
 
-__all__ = ["FakeUpstream", "Fault", "RecordedRequest", "fake_text", "prompt_tokens"]
+__all__ = [
+    "Counts",
+    "FakeUpstream",
+    "Fault",
+    "Limits",
+    "Rates",
+    "RecordedRequest",
+    "fake_text",
+    "prompt_tokens",
+]

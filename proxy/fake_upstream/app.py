@@ -18,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from . import anthropic_api, openai_api
 from .calls import Builder, Call, Plan, Reply, make_plan
 from .faults import Fault, FaultQueue, Provider, RecordedRequest, error_body, error_headers
+from .limits import Clock, Limits, RateLimiter, check_request
 from .streaming import Paused, cut, pause, write_stream
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,11 +60,19 @@ class FakeUpstream:
     many SSE events until the event is set. ``stream_disconnected`` is set when a client goes
     away before its response finished (mid-stream or during a first-byte delay).
     ``chunks_sent`` counts SSE events written, across requests. ``url`` is free for whoever
-    serves the app to note its base URL (the fake itself never reads it).
+    serves the app to note its base URL (the fake itself never reads it). ``limits`` turns
+    on real rate limits (see ``limits.py``); ``limiter`` holds their buckets and counts, and
+    ``clock`` (epoch seconds) drives them.
     """
 
     def __init__(
-        self, *, chunks: int = 5, chunk_delay_s: float = 0.0, max_request_bytes: int = 1 << 30
+        self,
+        *,
+        chunks: int = 5,
+        chunk_delay_s: float = 0.0,
+        max_request_bytes: int = 1 << 30,
+        limits: Limits | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.requests: list[RecordedRequest] = []
         self.hold_after_chunk: int | None = None
@@ -76,15 +85,18 @@ class FakeUpstream:
         self.url: str | None = None
         self._faults = FaultQueue()
         self._seq = itertools.count(1)
+        self.limiter = RateLimiter(limits, clock)
 
     def enqueue(self, *faults: Fault) -> None:
         """Queue one-shot faults; each is consumed by the next request whose path matches."""
         self._faults.push(*faults)
 
     def clear(self) -> None:
-        """Forget recorded requests and pending faults; request ids restart at req_fake_1."""
+        """Forget recorded requests and pending faults; request ids restart at req_fake_1;
+        rate-limit buckets refill and their counts restart (the limits stay)."""
         self.requests.clear()
         self._faults.clear()
+        self.limiter.reset()
         self._seq = itertools.count(1)
 
     @property
@@ -97,6 +109,8 @@ class FakeUpstream:
         add("POST", "/_fake/faults", self._post_faults)
         add("GET", "/_fake/requests", self._get_requests)
         add("POST", "/_fake/reset", self._post_reset)
+        add("POST", "/_fake/limits", self._post_limits)
+        add("GET", "/_fake/limits", self._get_limits)
         add("POST", "/v1/chat/completions", self._endpoint(openai_api.chat_completions))
         add("POST", "/v1/responses", self._endpoint(openai_api.responses))
         add("POST", "/v1/embeddings", self._endpoint(openai_api.embeddings))
@@ -128,6 +142,15 @@ class FakeUpstream:
             )
             provider = provider_for(request)
             chosen = anthropic if anthropic is not None and provider == "anthropic" else builder
+            verdict = check_request(
+                self.limiter, provider, request.path, request.headers, body, self.default_chunks
+            )
+            if verdict is not None and not verdict.allowed:
+                request_id = {_REQUEST_ID[provider]: f"req_fake_{next(self._seq)}"}
+                headers = {**request_id, **verdict.headers}
+                return web.Response(
+                    body=verdict.body, status=429, headers=headers, content_type="application/json"
+                )
             try:
                 plan = make_plan(
                     request.headers,
@@ -147,12 +170,20 @@ class FakeUpstream:
                 query=request.query,
                 match=request.match_info,
             )
-            return await self._answer(request, plan, call, lambda: _build(chosen, call, body))
+            limit_headers = {} if verdict is None else verdict.headers
+            return await self._answer(
+                request, plan, call, lambda: _build(chosen, call, body), limit_headers
+            )
 
         return handle
 
     async def _answer(
-        self, request: web.Request, plan: Plan, call: Call, build: Callable[[], Reply]
+        self,
+        request: web.Request,
+        plan: Plan,
+        call: Call,
+        build: Callable[[], Reply],
+        limit_headers: dict[str, str],
     ) -> web.StreamResponse:
         fault = plan.fault
         try:
@@ -172,6 +203,7 @@ class FakeUpstream:
             reply = build()
             if status is not None:
                 reply = dataclasses.replace(reply, status=status)
+        headers.update(limit_headers)
         headers.update(fault.headers)
         headers["Content-Type"] = reply.content_type
         if reply.events is not None:
@@ -202,6 +234,22 @@ class FakeUpstream:
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.clear()
         return web.json_response({"reset": True})
+
+    async def _post_limits(self, request: web.Request) -> web.Response:
+        """Body: a JSON object with ``Limits`` field names; replaces the limits and refills
+        every bucket. ``{}`` turns limits off."""
+        try:
+            limits = Limits.from_json(json.loads(await request.read()))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.limiter.configure(limits)
+        return web.json_response({"limits": limits.to_json()})
+
+    async def _get_limits(self, request: web.Request) -> web.Response:
+        """The limits in force and the per (credential, model) counts of answers and 429s."""
+        return web.json_response(
+            {"limits": self.limiter.limits.to_json(), "counts": self.limiter.all_counts()}
+        )
 
 
 _REQUEST_ID: dict[Provider, str] = {"openai": "x-request-id", "anthropic": "request-id"}

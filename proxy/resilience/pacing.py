@@ -165,8 +165,8 @@ class PacingModel:
         what was reserved after it; an older one (a slow answer overtaken, or one without a
         reservation) may only lower the level, never raise it."""
         state = self._scopes.setdefault(key, _ScopeState())
-        if snapshot.retry_at is not None:
-            state.retry_at = max(state.retry_at, snapshot.retry_at)
+        if snapshot.not_before is not None:
+            state.retry_at = max(state.retry_at, snapshot.not_before)
         if not snapshot.buckets:
             return
         _expire(state, snapshot.observed_at, policy)

@@ -351,7 +351,7 @@ class RedisPacingStore:
             repr(snapshot.observed_at),
             repr(policy.window_s),
             basis,
-            "" if snapshot.retry_at is None else repr(snapshot.retry_at),
+            "" if snapshot.not_before is None else repr(snapshot.not_before),
             _keep_ms(policy),
             repr(policy.reservation_ttl_s),
             repr(snapshot.observed_at),

@@ -104,6 +104,9 @@ class LimitSnapshot:
     buckets: Mapping[Bucket, BucketLimit] = field(default_factory=dict)
     retry_at: float | None = None
     """From retry-after(-ms): no request before this instant. None when the answer had none."""
+    retry_rounding_s: float = 0.0
+    """How much the Retry-After value was rounded up: 1 s for whole seconds (what OpenAI and
+    Anthropic send), 0 for milliseconds or fractions."""
     skew_s: float = 0.0
     """Provider clock minus ours, from its Date header (0 within the header's resolution)."""
     unparsed: tuple[str, ...] = ()
@@ -112,6 +115,17 @@ class LimitSnapshot:
     @property
     def empty(self) -> bool:
         return not self.buckets and self.retry_at is None
+
+    @property
+    def not_before(self) -> float | None:
+        """The earliest instant the provider may admit anything. With bucket headers to
+        tell the rest, a whole-second Retry-After is a bound rounded up, not the instant:
+        a refill of 1.2 s is sent as "2", and waiting the 2 s under-uses the limit."""
+        if self.retry_at is None:
+            return None
+        if not self.buckets:
+            return self.retry_at
+        return max(self.observed_at, self.retry_at - self.retry_rounding_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +157,9 @@ def admission_delay(
     that the provider answers it (OpenAI's "request too large") instead of a wait forever."""
     seconds = 0.0
     reason: WaitReason | None = None
-    if snapshot.retry_at is not None and snapshot.retry_at > now:
-        seconds, reason = snapshot.retry_at - now, WaitReason.RETRY_AFTER
+    not_before = snapshot.not_before
+    if not_before is not None and not_before > now:
+        seconds, reason = not_before - now, WaitReason.RETRY_AFTER
     for name in Bucket:  # a fixed order, as in the Redis script, so ties name the same bucket
         bucket = snapshot.buckets.get(name)
         if bucket is None:
@@ -269,22 +284,24 @@ def _skew(h: _Headers, now: float) -> float:
     return skew if math.isfinite(skew) and abs(skew) > _SKEW_TOLERANCE_S else 0.0
 
 
-def _retry_at(h: _Headers, now: float, skew_s: float) -> float | None:
+def _retry_at(h: _Headers, now: float, skew_s: float) -> tuple[float | None, float]:
+    """(instant, rounding) from retry-after-ms / x-ms-retry-after-ms / retry-after."""
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         raw = h.raw(name)
         if raw is not None:
             ms = parse_decimal(raw)
             if ms is not None:
-                return now + ms / 1000.0
+                return now + ms / 1000.0, 0.0
             h.bad(name)
     raw = h.raw("retry-after")
     if raw is None:
-        return None
+        return None, 0.0
     seconds = parse_retry_after(raw, now + skew_s)
     if seconds is None:
         h.bad("retry-after")
-        return None
-    return now + seconds
+        return None, 0.0
+    whole = raw.isdigit() or parse_decimal(raw) is None  # delta-seconds or an HTTP date
+    return now + seconds, 1.0 if whole else 0.0
 
 
 def parse_snapshot(headers: Mapping[str, str], now: float) -> LimitSnapshot:
@@ -298,12 +315,14 @@ def parse_snapshot(headers: Mapping[str, str], now: float) -> LimitSnapshot:
     skew = _skew(h, now)
     buckets = _read_openai(h, now)
     anthropic = _read_anthropic(h, skew)
+    retry_at, rounding = _retry_at(h, now, skew)
     for bucket, limit in anthropic.items():
         buckets.setdefault(bucket, limit)
     return LimitSnapshot(
         observed_at=now,
         buckets=buckets,
-        retry_at=_retry_at(h, now, skew),
+        retry_at=retry_at,
+        retry_rounding_s=rounding,
         skew_s=skew,
         unparsed=tuple(h.unparsed),
     )

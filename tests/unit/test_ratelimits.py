@@ -247,6 +247,25 @@ def test_clock_skew_from_the_date_header_moves_absolute_instants(
     assert snapshot.retry_at == pytest.approx(NOW + 4, abs=error_s)
 
 
+@pytest.mark.parametrize(
+    ("headers", "not_before"),
+    [
+        pytest.param({"retry-after": "2"}, NOW + 2, id="alone-at-face-value"),
+        pytest.param({**OPENAI, "retry-after": "2"}, NOW + 1, id="whole-seconds-rounded-up"),
+        pytest.param({**OPENAI, "retry-after": "1.5"}, NOW + 1.5, id="fraction-is-exact"),
+        pytest.param({**OPENAI, "retry-after-ms": "1200"}, NOW + 1.2, id="ms-is-exact"),
+        pytest.param({**OPENAI, "retry-after": "0"}, NOW, id="zero"),
+        pytest.param(OPENAI, None, id="none"),
+    ],
+)
+def test_not_before_allows_for_a_rounded_retry_after(
+    headers: dict[str, str], not_before: float | None
+) -> None:
+    """A 1.2 s refill is sent as "retry-after: 2"; with bucket headers to tell the rest the
+    provider may admit from 1 s on, and the bucket arithmetic decides within that second."""
+    assert not_before == parse_snapshot(headers, NOW).not_before
+
+
 def test_relative_resets_ignore_skew() -> None:
     headers = {**OPENAI, "date": http_date(600)}
     assert NOW + 1 == parse_snapshot(headers, NOW).buckets[R].reset_at
