@@ -1,6 +1,8 @@
 """The live model of one scope's limits: the provider's latest snapshot less what this proxy
 has sent since (pure: the clock is a parameter).
 
+Until a scope's first answer is observed nothing is known about its limits, so one request
+goes alone to learn them (a burst of unknown size would overrun a small limit at once).
 Each admission takes its estimated cost from the level at once. The provider counts a request
 when it arrives, and an answer's headers describe the buckets at that moment: reservations up
 to the answered one (by ``seq``) are inside that snapshot, later ones are not yet, so a new
@@ -39,6 +41,11 @@ __all__ = [
     "output_cap",
 ]
 
+PROBE_WAIT_S = 1.0
+"""The wait told while a scope's first request is out: the others go when its answer is
+observed (which wakes the queue), so this only paces re-checks and budget decisions."""
+PROBE_HOLD_S = 30.0
+"""A first request older than this (its process died?) no longer holds the others back."""
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
@@ -113,6 +120,8 @@ class _ScopeState:
     """``seq`` of the reservation whose answer gave the newest snapshot."""
     seq: int = 0
     retry_at: float = 0.0
+    seen: bool = False
+    """An answer came back (with or without rate-limit headers)."""
     pending: dict[str, Reservation] = field(default_factory=dict)
 
 
@@ -138,6 +147,8 @@ class PacingModel:
         state = self._scopes.get(key)
         if state is None:
             return Delay(0.0, None)
+        if not state.seen and _probing(state, now):
+            return Delay(PROBE_WAIT_S, WaitReason.PROBE)
         level = state.level or LimitSnapshot(observed_at=now)
         return admission_delay(
             replace(level, retry_at=state.retry_at or None),
@@ -165,6 +176,7 @@ class PacingModel:
         what was reserved after it; an older one (a slow answer overtaken, or one without a
         reservation) may only lower the level, never raise it."""
         state = self._scopes.setdefault(key, _ScopeState())
+        state.seen = True
         if snapshot.not_before is not None:
             state.retry_at = max(state.retry_at, snapshot.not_before)
         if not snapshot.buckets:
@@ -200,6 +212,11 @@ class PacingModel:
     def in_flight(self, key: str) -> int:
         state = self._scopes.get(key)
         return 0 if state is None else len(state.pending)
+
+
+def _probing(state: _ScopeState, now: float) -> bool:
+    """A first request is out and recent: the scope's limits are about to be known."""
+    return any(now - r.reserved_at < PROBE_HOLD_S for r in state.pending.values())
 
 
 def _expire(state: _ScopeState, now: float, policy: PacePolicy) -> None:

@@ -21,7 +21,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .pacing import Admitted, PacePolicy, PacingModel, Reservation, Wait
+from .pacing import (
+    PROBE_HOLD_S,
+    PROBE_WAIT_S,
+    Admitted,
+    PacePolicy,
+    PacingModel,
+    Reservation,
+    Wait,
+)
 from .ratelimits import Bucket, Cost, Delay, LimitSnapshot, WaitReason
 
 __all__ = ["MemoryPacingStore", "PacingStore", "RedisPacingStore", "make_pacing_store"]
@@ -102,8 +110,8 @@ local function shift(key, st, now, window, cost, sign)
 end
 """
 
-# ARGV: now, window, target, ttl, input, output, requests, id, keep_ms. An empty id
-# only estimates. Returns {1|0, seconds, reason, seq}.
+# ARGV: now, window, target, ttl, input, output, requests, id, keep_ms, probe hold, probe
+# wait. An empty id only estimates. Returns {1|0, seconds, reason, seq}.
 _ADMIT_LUA = (
     _PRELUDE
     + """
@@ -111,6 +119,14 @@ local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local target, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost = amounts(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 local st = load(KEYS[1])
+if not st['seen'] then  -- a first request is out: one at a time until its answer
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    local raw = redis.call('HGET', KEYS[2], id)
+    if raw and now - record(raw) < tonumber(ARGV[10]) then
+      return {0, ARGV[11], 'probe', 0}
+    end
+  end
+end
 local seconds, reason = 0, ''
 local retry = st['retry'] or 0
 if retry > now then seconds, reason = retry - now, 'retry-after' end
@@ -147,6 +163,7 @@ _OBSERVE_LUA = (
 local obs, window, basis = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local retry, oldest = tonumber(ARGV[4]), tonumber(ARGV[7]) - tonumber(ARGV[6])
 local st = load(KEYS[1])
+redis.call('HSET', KEYS[1], 'seen', 1)
 if retry and retry > (st['retry'] or 0) then redis.call('HSET', KEYS[1], 'retry', ARGV[4]) end
 local new, any = {}, false
 for i, b in ipairs(names) do
@@ -434,6 +451,8 @@ def _admit_args(now: float, cost: Cost, policy: PacePolicy, rid: str) -> list[An
         *_cost_args(cost),
         rid,
         _keep_ms(policy),
+        repr(PROBE_HOLD_S),
+        repr(PROBE_WAIT_S),
     ]
 
 

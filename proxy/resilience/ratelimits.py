@@ -48,7 +48,7 @@ class Bucket(StrEnum):
 
 class WaitReason(StrEnum):
     """Why a request cannot go yet: the bucket that binds, the provider's own Retry-After,
-    or other requests queued ahead of it."""
+    other requests queued ahead of it, or a first request still out to learn the limits."""
 
     REQUESTS = "requests"
     TOKENS = "tokens"
@@ -56,6 +56,7 @@ class WaitReason(StrEnum):
     OUTPUT_TOKENS = "output-tokens"
     RETRY_AFTER = "retry-after"
     QUEUE = "queue"
+    PROBE = "probe"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 
+from proxy.fake_upstream import FakeUpstream, Limits
 from proxy.resilience.pacer import PRIORITY_HEADER, Pacer, Refused, parse_priority
 from proxy.resilience.pacing import (
     Admitted,
@@ -27,6 +29,7 @@ from proxy.resilience.ratelimits import (
     Cost,
     LimitSnapshot,
     WaitReason,
+    parse_snapshot,
 )
 from proxy.resilience.scope import LimitKind, Scope
 
@@ -65,10 +68,14 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 # ---------------------------------------------------------------- the model
 
 
-def test_unknown_scope_admits() -> None:
-    decision = PacingModel().admit(KEY, ONE, NOW, DEFAULT)
+def test_a_new_scope_admits_one_request_to_learn_the_limits() -> None:
+    model = PacingModel()
+    decision = model.admit(KEY, ONE, NOW, DEFAULT)
     assert isinstance(decision, Admitted)
     assert Reservation(KEY, decision.reservation.id, ONE, NOW, 1) == decision.reservation
+    assert Wait(1.0, WaitReason.PROBE) == model.admit(KEY, ONE, NOW, DEFAULT)
+    model.observe(KEY, requests_snapshot(60, 59), decision.reservation.seq, DEFAULT)
+    assert isinstance(model.admit(KEY, ONE, NOW, DEFAULT), Admitted)
 
 
 def test_admits_up_to_limit_times_target_then_waits_for_the_refill() -> None:
@@ -340,6 +347,24 @@ async def test_an_answer_wakes_the_queue() -> None:
     await pacer.close()
 
 
+async def test_an_answer_without_headers_releases_the_first_contact_queue() -> None:
+    time = VirtualTime()
+    never = asyncio.Event()
+
+    async def sleep_forever(_: float) -> None:
+        await never.wait()
+
+    pacer = Pacer(MemoryPacingStore(), clock=time, sleep=sleep_forever)
+    first = await pacer.acquire(SCOPE, ONE, FULL, budget_s=0)
+    assert isinstance(first, Admitted)
+    waiters = [asyncio.ensure_future(pacer.acquire(SCOPE, ONE, FULL, budget_s=5)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert 3 == pacer.queue_length(SCOPE)
+    await pacer.observe(SCOPE, LimitSnapshot(NOW), first.reservation, FULL)
+    results = await guarded(asyncio.gather(*waiters))
+    assert [WaitReason.PROBE] * 3 == [r.held_for for r in results]  # type: ignore[union-attr]
+
+
 async def test_settle_wakes_the_queue() -> None:
     time = VirtualTime()
     never = asyncio.Event()
@@ -371,3 +396,42 @@ async def test_settled_reservations_leave_the_model() -> None:
 def test_reservation_is_a_plain_record() -> None:
     r = Reservation("k", "id", ONE, NOW, 1)
     assert (False, r) == (r.shared, Reservation("k", "id", ONE, NOW, 1))
+
+
+# ---------------------------------------------------------------- against the rate-limited fake
+
+
+async def test_paced_clients_never_see_a_429_and_use_the_limit(aiohttp_server: Any) -> None:
+    """Three clients offer 3 x 20 requests at once to a fake allowing 30 per minute, through
+    the pacer: acquire, send, feed the answer's headers back, settle. Virtual time, shared
+    by the fake and the pacer. No 429 is sent, and the 60 requests take about the time the
+    limit allows (28 from the full bucket, then one every 2 s), not more."""
+    time = VirtualTime()
+    fake = FakeUpstream(limits=Limits(rpm=30, tpm=3000), clock=time)
+    server = await aiohttp_server(fake.make_app())
+    url = str(server.make_url("/v1/chat/completions"))
+    pacer = Pacer(MemoryPacingStore(), clock=time, sleep=time.sleep)
+    cost = Cost(5, 15)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
+
+    async def one(session: aiohttp.ClientSession, client: str) -> int:
+        decision = await pacer.acquire(SCOPE, cost, DEFAULT, budget_s=600, client=client)
+        assert isinstance(decision, Admitted)
+        async with session.post(url, json={**body, "max_tokens": 15}) as resp:
+            await resp.read()
+            snapshot = parse_snapshot(resp.headers, time())
+        await pacer.observe(SCOPE, snapshot, decision.reservation, DEFAULT)
+        await pacer.settle(decision.reservation, cost, DEFAULT)
+        return resp.status
+
+    async with aiohttp.ClientSession() as session:
+        statuses = await guarded(
+            asyncio.gather(*(one(session, c) for _ in range(20) for c in "ABC"))
+        )
+    assert ([200] * 60, 60, 0) == (
+        statuses,
+        fake.limiter.counts().served,
+        fake.limiter.counts().limited,
+    )
+    # 30 x 0.95 = 28.5 from the full bucket, 31.5 more at 0.5/s: about 63 s of virtual time
+    assert 60 <= time.now - NOW <= 66

@@ -74,9 +74,30 @@ async def admit_many(
 # ---------------------------------------------------------------- same rules on both backends
 
 
-async def test_unknown_scope_admits(store: PacingStore) -> None:
+async def test_a_new_scope_sends_one_request_until_an_answer_is_seen(store: PacingStore) -> None:
+    first = await store.admit(KEY, ONE, NOW, DEFAULT)
+    assert isinstance(first, Admitted)
+    assert Wait(1.0, WaitReason.PROBE) == await store.admit(KEY, ONE, NOW, DEFAULT)
+    assert Delay(1.0, WaitReason.PROBE) == await store.delay(KEY, ONE, NOW, DEFAULT)
+    # an answer without any rate-limit header: nothing to pace on, everything goes
+    await store.observe(KEY, LimitSnapshot(NOW), first.reservation, DEFAULT)
+    assert 50 == sum(
+        isinstance(d, Admitted) for d in await admit_many(store, 50, ONE, NOW, DEFAULT)
+    )
+
+
+async def test_a_first_request_that_never_returns_holds_the_scope_30s(store: PacingStore) -> None:
     assert isinstance(await store.admit(KEY, ONE, NOW, DEFAULT), Admitted)
-    assert Delay(0.0, None) == await store.delay(KEY, ONE, NOW, DEFAULT)
+    assert isinstance(await store.admit(KEY, ONE, NOW + 29, DEFAULT), Wait)
+    assert isinstance(await store.admit(KEY, ONE, NOW + 31, DEFAULT), Admitted)
+
+
+async def test_a_failed_first_request_lets_the_next_one_probe(store: PacingStore) -> None:
+    first = await store.admit(KEY, ONE, NOW, DEFAULT)
+    assert isinstance(first, Admitted)
+    await store.settle(first.reservation, NO_COST, NOW, DEFAULT)  # connect error: no answer
+    assert isinstance(await store.admit(KEY, ONE, NOW, DEFAULT), Admitted)
+    assert isinstance(await store.admit(KEY, ONE, NOW, DEFAULT), Wait)
 
 
 async def test_limit_times_target_then_the_exact_wait(store: PacingStore) -> None:
@@ -279,6 +300,7 @@ async def test_redis_down_skips_redis_until_the_retry_pause(redis_server: RedisS
     store = RedisPacingStore(
         redis_server.url, on_loss=events.on_loss, on_recover=events.on_recover, retry_after_s=3600
     )
+    await store.observe(KEY, requests_snapshot(60, 60), None, FULL)
     redis_server.stop()
     assert isinstance(await store.admit(KEY, ONE, NOW, FULL), Admitted)
     redis_server.start()
