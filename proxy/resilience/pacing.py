@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..config import Pacing
 from .ratelimits import (
     DEFAULT_WINDOW_S,
     NO_COST,
@@ -59,6 +60,12 @@ class PacePolicy:
     window_s: float = DEFAULT_WINDOW_S
     reservation_ttl_s: float = 900.0
     """A reservation never settled (its process died) stops counting after this long."""
+
+    @classmethod
+    def of(cls, pacing: Pacing, reservation_ttl_s: float = 900.0) -> PacePolicy:
+        """The policy of a route's ``pacing:`` config; ``reservation_ttl_s`` should cover the
+        longest an attempt can take (``timeouts.total_s``)."""
+        return cls(pacing.target_utilisation, pacing.window_s, reservation_ttl_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 
+from proxy.fake_upstream import FakeUpstream, Limits
 from proxy.resilience.pacer import Pacer, Refused
 from proxy.resilience.pacing import Admitted, PacePolicy, Wait
 from proxy.resilience.pacing_store import (
@@ -25,6 +27,7 @@ from proxy.resilience.ratelimits import (
     Delay,
     LimitSnapshot,
     WaitReason,
+    parse_snapshot,
 )
 from proxy.resilience.scope import LimitKind, Scope
 from tests.redis_server import RedisServer, redis_server
@@ -39,6 +42,20 @@ FULL = PacePolicy(target_utilisation=1.0)
 DEFAULT = PacePolicy()
 ONE = Cost()
 HANG_GUARD_S = 10.0  # fails a hung test; never a timing assertion
+
+
+class VirtualTime:
+    """Epoch clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 def requests_snapshot(limit: float, remaining: float, at: float = NOW) -> LimitSnapshot:
@@ -364,3 +381,39 @@ def test_make_pacing_store() -> None:
         make_pacing_store("redis", None)
     with pytest.raises(ValueError, match="unknown pacing backend"):
         make_pacing_store("etcd", None)
+
+
+async def test_two_paced_processes_share_the_fakes_limit_without_a_429(
+    redis_server: RedisServer, aiohttp_server: Any
+) -> None:
+    """Two proxies' pacers, each with its own Redis store, drive 2 x 30 requests at a fake
+    allowing 30 per minute: the fake sends no 429, and it takes the time one limit allows."""
+    time = VirtualTime()
+    fake = FakeUpstream(limits=Limits(rpm=30), clock=time)
+    server = await aiohttp_server(fake.make_app())
+    url = str(server.make_url("/v1/chat/completions"))
+    stores = [
+        RedisPacingStore(redis_server.url, on_loss=_fail_on_loss, timeout_s=5) for _ in range(2)
+    ]
+    pacers = [Pacer(s, clock=time, sleep=time.sleep) for s in stores]
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+    async def one(pacer: Pacer, session: aiohttp.ClientSession) -> int:
+        decision = await pacer.acquire(SCOPE, ONE, DEFAULT, budget_s=600)
+        assert isinstance(decision, Admitted) and decision.reservation.shared
+        async with session.post(url, json=body) as resp:
+            await resp.read()
+            snapshot = parse_snapshot(resp.headers, time())
+        await pacer.observe(SCOPE, snapshot, decision.reservation, DEFAULT)
+        await pacer.settle(decision.reservation, ONE, DEFAULT)
+        return resp.status
+
+    async with aiohttp.ClientSession() as session:
+        statuses = await guarded(
+            asyncio.gather(*(one(p, session) for _ in range(30) for p in pacers))
+        )
+    assert ([200] * 60, 0) == (statuses, fake.limiter.counts().limited)
+    # 28.5 from the full bucket, 31.5 more at 0.5/s: about 63 s of virtual time
+    assert 60 <= time.now - NOW <= 66
+    for s in stores:
+        await s.close()
