@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 
 from .pacing import Admitted, PacePolicy, Reservation
 from .pacing_store import PacingStore
-from .ratelimits import NO_COST, Cost, LimitSnapshot, WaitReason
+from .ratelimits import (
+    DEFAULT_WINDOW_S,
+    NO_COST,
+    Bucket,
+    Cost,
+    LimitSnapshot,
+    WaitReason,
+    bucket_level,
+)
 from .scope import Scope
 
 __all__ = ["PRIORITY_HEADER", "Pacer", "Refused", "parse_priority"]
@@ -130,9 +138,15 @@ class Pacer:
     """
 
     def __init__(
-        self, store: PacingStore, *, clock: Clock = time.time, sleep: Sleep = asyncio.sleep
+        self,
+        store: PacingStore,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        window_s: float = DEFAULT_WINDOW_S,
     ) -> None:
         self.store = store
+        self._window_s = window_s
         self._clock = clock
         self._sleep = sleep
         self._queues: dict[str, _FairQueue] = {}
@@ -141,6 +155,17 @@ class Pacer:
         self._background: set[asyncio.Task[None]] = set()
         self._seen: set[str] = set()
         """Scopes this process has fed an answer for (bounded by the scopes in use)."""
+
+    def remaining(self, scope: Scope) -> dict[Bucket, float]:
+        """Each known bucket's level now, as this process sees it (a metrics gauge)."""
+        level = self.store.local_level(scope.key)
+        if level is None:
+            return {}
+        now = self._clock()
+        return {
+            name: bucket_level(b, level.observed_at, now, self._window_s)
+            for name, b in level.buckets.items()
+        }
 
     def queue_length(self, scope: Scope) -> int:
         queue = self._queues.get(scope.key)

@@ -250,6 +250,10 @@ class PacingStore(Protocol):
         """The attempt is over; ``actual`` is what it cost (``NO_COST``: nothing was spent)."""
         ...
 
+    def local_level(self, key: str) -> LimitSnapshot | None:
+        """This process's view of the scope's buckets (for metrics; no IO)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -278,6 +282,9 @@ class MemoryPacingStore:
         self, reservation: Reservation, actual: Cost, now: float, policy: PacePolicy
     ) -> None:
         self.model.settle(reservation, actual, now, policy)
+
+    def local_level(self, key: str) -> LimitSnapshot | None:
+        return self.model.level(key)
 
     async def close(self) -> None:
         pass
@@ -386,6 +393,10 @@ class RedisPacingStore:
             return
         args = [reservation.id, repr(now), repr(policy.window_s), *_cost_args(actual)]
         await self._call("settle", self._script(self._settle, reservation.scope_key, args))
+
+    def local_level(self, key: str) -> LimitSnapshot | None:
+        """The local mirror: this process's answers and reservations, not the others'."""
+        return self.local.level(key)
 
     async def shared_secret(self) -> bytes | None:
         """A fingerprint secret every process on this Redis agrees on (created by the first

@@ -435,3 +435,13 @@ async def test_paced_clients_never_see_a_429_and_use_the_limit(aiohttp_server: A
     )
     # 30 x 0.95 = 28.5 from the full bucket, 31.5 more at 0.5/s: about 63 s of virtual time
     assert 60 <= time.now - NOW <= 66
+
+
+async def test_remaining_and_queue_length_for_metrics() -> None:
+    pacer, time = await seeded_pacer(requests_snapshot(60, 10))
+    assert {Bucket.REQUESTS: 10.0} == pacer.remaining(SCOPE)
+    assert isinstance(await pacer.acquire(SCOPE, ONE, FULL, budget_s=0), Admitted)
+    time.now += 3
+    assert {Bucket.REQUESTS: pytest.approx(12.0)} == pacer.remaining(SCOPE)
+    other = Scope("openai", "zzz", LimitKind.MODEL, "gpt-4o")
+    assert ({}, 0) == (pacer.remaining(other), pacer.queue_length(other))

@@ -387,7 +387,9 @@ async def test_two_paced_processes_share_the_fakes_limit_without_a_429(
     redis_server: RedisServer, aiohttp_server: Any
 ) -> None:
     """Two proxies' pacers, each with its own Redis store, drive 2 x 30 requests at a fake
-    allowing 30 per minute: the fake sends no 429, and it takes the time one limit allows."""
+    allowing 30 per minute: the fake sends no 429 (pacing each on its own, both would send
+    28 at once). Elapsed time is not asserted: both pumps' naps advance the one virtual
+    clock, so it over-counts (the single-process test checks the throughput)."""
     time = VirtualTime()
     fake = FakeUpstream(limits=Limits(rpm=30), clock=time)
     server = await aiohttp_server(fake.make_app())
@@ -413,7 +415,5 @@ async def test_two_paced_processes_share_the_fakes_limit_without_a_429(
             asyncio.gather(*(one(p, session) for _ in range(30) for p in pacers))
         )
     assert ([200] * 60, 0) == (statuses, fake.limiter.counts().limited)
-    # 28.5 from the full bucket, 31.5 more at 0.5/s: about 63 s of virtual time
-    assert 60 <= time.now - NOW <= 66
     for s in stores:
         await s.close()
