@@ -304,12 +304,13 @@ class RedisPacingStore:
         on_recover: OnRecover | None = None,
         timeout_s: float = 0.25,
         retry_after_s: float = 1.0,
-        max_connections: int = 32,
+        max_connections: int = 8,
         pool_wait_s: float = 2.0,
     ) -> None:
         # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
-        # A blocking pool: a burst of admissions queues for a connection instead of failing
-        # with MaxConnectionsError (the default pool's answer past 100 at once).
+        # A small blocking pool: a burst of admissions queues for a few connections instead of
+        # failing with MaxConnectionsError (the default pool's answer past 100 at once) or
+        # opening dozens at once (connects then miss the short timeout).
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
