@@ -194,7 +194,12 @@ class Pacer:
             delay = await self.store.delay(key, queue.cost_ahead(priority) + cost, now, policy)
             wait, reason = delay.seconds, WaitReason.QUEUE if delay.reason is None else delay.reason
         if wait > budget_s:
-            return Refused(wait, reason)
+            if reason is not WaitReason.PROBE:
+                return Refused(wait, reason)
+            # all it would wait for is a first request's answer: no evidence of a limit
+            forced = await self.store.admit(key, cost, now, policy, force=True)
+            assert isinstance(forced, Admitted)
+            return forced
         future: asyncio.Future[Admitted | Refused] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(cost, policy, client, priority, now, now + budget_s, reason, future)
         self._queues.setdefault(key, _FairQueue()).push(waiter)
@@ -291,7 +296,7 @@ class Pacer:
             return None
         if now + decision.seconds > waiter.deadline:
             queue.pop_head()
-            _resolve(waiter, Refused(decision.seconds, decision.reason, now - waiter.arrived))
+            await self._give_up(key, waiter, decision.seconds, decision.reason, now)
             return None
         await self._refuse_overdue(key, queue, now)
         deadlines = [w.deadline - now for w in queue if w is not waiter]
@@ -306,8 +311,23 @@ class Pacer:
                 continue
             delay = await self.store.delay(key, ahead, now, waiter.policy)
             queue.remove(waiter)
-            reason = delay.reason or WaitReason.QUEUE
-            _resolve(waiter, Refused(delay.seconds, reason, now - waiter.arrived))
+            await self._give_up(key, waiter, delay.seconds, delay.reason or WaitReason.QUEUE, now)
+
+    async def _give_up(
+        self, key: str, waiter: _Waiter, seconds: float, reason: WaitReason, now: float
+    ) -> None:
+        """The waiter's budget is spent: refuse it with the wait it still faces, unless all
+        it waits for is a first request's answer (then it goes, unpaced but counted)."""
+        held = now - waiter.arrived
+        if reason is not WaitReason.PROBE:
+            _resolve(waiter, Refused(seconds, reason, held))
+            return
+        decision = await self.store.admit(key, waiter.cost, now, waiter.policy, force=True)
+        assert isinstance(decision, Admitted)
+        if waiter.future.done():
+            self._give_back(decision.reservation, waiter.policy)
+        else:
+            waiter.future.set_result(Admitted(decision.reservation, held, reason))
 
     async def _nap(self, event: asyncio.Event, seconds: float) -> None:
         """Sleep ``seconds`` or until something local changes (an answer, a settle, an arrival)."""

@@ -139,10 +139,13 @@ class PacingModel:
     def __init__(self) -> None:
         self._scopes: dict[str, _ScopeState] = {}
 
-    def admit(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Admitted | Wait:
-        """Reserve ``cost`` if the scope has room now, else say how long until it should."""
+    def admit(
+        self, key: str, cost: Cost, now: float, policy: PacePolicy, *, force: bool = False
+    ) -> Admitted | Wait:
+        """Reserve ``cost`` if the scope has room now, else say how long until it should.
+        ``force`` reserves without asking (a request that goes anyway is still counted)."""
         delay = self.delay(key, cost, now, policy)
-        if delay.reason is not None:
+        if delay.reason is not None and not force:
             return Wait(delay.seconds, delay.reason)
         state = self._scopes.setdefault(key, _ScopeState())
         reservation = Reservation(key, secrets.token_hex(8), cost, now, state.seq + 1)

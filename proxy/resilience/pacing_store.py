@@ -111,7 +111,8 @@ end
 """
 
 # ARGV: now, window, target, ttl, input, output, requests, id, keep_ms, probe hold, probe
-# wait. An empty id only estimates. Returns {1|0, seconds, reason, seq}.
+# wait, force ('1': reserve without checking). An empty id only estimates.
+# Returns {1|0, seconds, reason, seq}.
 _ADMIT_LUA = (
     _PRELUDE
     + """
@@ -119,7 +120,8 @@ local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local target, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost = amounts(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 local st = load(KEYS[1])
-if not st['seen'] then  -- a first request is out: one at a time until its answer
+local force = ARGV[12] == '1'
+if not st['seen'] and not force then  -- a first request is out: one at a time until its answer
   for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
     local raw = redis.call('HGET', KEYS[2], id)
     if raw and now - record(raw) < tonumber(ARGV[10]) then
@@ -141,7 +143,7 @@ if st['obs'] then
     end
   end
 end
-if reason ~= '' then return {0, num(seconds), reason, 0} end
+if reason ~= '' and not force then return {0, num(seconds), reason, 0} end
 if ARGV[8] == '' then return {1, '0', '', 0} end
 expire(now - ttl)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -225,8 +227,11 @@ return 1
 class PacingStore(Protocol):
     """The pacing state of every scope, keyed by ``Scope.key``."""
 
-    async def admit(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Admitted | Wait:
-        """Reserve ``cost`` if the scope has room at ``now``; else the expected wait."""
+    async def admit(
+        self, key: str, cost: Cost, now: float, policy: PacePolicy, *, force: bool = False
+    ) -> Admitted | Wait:
+        """Reserve ``cost`` if the scope has room at ``now`` (or unconditionally with
+        ``force``); else the expected wait."""
         ...
 
     async def delay(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Delay:
@@ -263,8 +268,10 @@ class MemoryPacingStore:
     def __init__(self) -> None:
         self.model = PacingModel()
 
-    async def admit(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Admitted | Wait:
-        return self.model.admit(key, cost, now, policy)
+    async def admit(
+        self, key: str, cost: Cost, now: float, policy: PacePolicy, *, force: bool = False
+    ) -> Admitted | Wait:
+        return self.model.admit(key, cost, now, policy, force=force)
 
     async def delay(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Delay:
         return self.model.delay(key, cost, now, policy)
@@ -341,12 +348,14 @@ class RedisPacingStore:
         base = f"{self._prefix}{key}"
         return [base, f"{base}:res", f"{base}:order"]
 
-    async def admit(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Admitted | Wait:
+    async def admit(
+        self, key: str, cost: Cost, now: float, policy: PacePolicy, *, force: bool = False
+    ) -> Admitted | Wait:
         rid = secrets.token_hex(8)
-        args = _admit_args(now, cost, policy, rid)
+        args = [*_admit_args(now, cost, policy, rid), "1" if force else ""]
         reply = await self._call("admit", self._script(self._admit, key, args))
         if reply is None:
-            return self.local.admit(key, cost, now, policy)
+            return self.local.admit(key, cost, now, policy, force=force)
         admitted, seconds, reason, seq = _decode(reply)
         if not admitted:
             return Wait(float(seconds), WaitReason(reason))
@@ -355,7 +364,7 @@ class RedisPacingStore:
         return Admitted(reservation)
 
     async def delay(self, key: str, cost: Cost, now: float, policy: PacePolicy) -> Delay:
-        args = _admit_args(now, cost, policy, "")
+        args = [*_admit_args(now, cost, policy, ""), ""]
         reply = await self._call("delay", self._script(self._admit, key, args))
         if reply is None:
             return self.local.delay(key, cost, now, policy)

@@ -445,3 +445,14 @@ async def test_remaining_and_queue_length_for_metrics() -> None:
     assert {Bucket.REQUESTS: pytest.approx(12.0)} == pacer.remaining(SCOPE)
     other = Scope("openai", "zzz", LimitKind.MODEL, "gpt-4o")
     assert ({}, 0) == (pacer.remaining(other), pacer.queue_length(other))
+
+
+async def test_a_request_that_cannot_wait_for_the_first_answer_goes_anyway() -> None:
+    """Nothing says the provider would refuse it: it is admitted (and counted), not told
+    to retry."""
+    time = VirtualTime()
+    pacer = Pacer(MemoryPacingStore(), clock=time, sleep=time.sleep)
+    first = await pacer.acquire(SCOPE, ONE, FULL, budget_s=0)
+    second = await pacer.acquire(SCOPE, ONE, FULL, budget_s=0)
+    assert isinstance(first, Admitted) and isinstance(second, Admitted)
+    assert (1, 2) == (first.reservation.seq, second.reservation.seq)

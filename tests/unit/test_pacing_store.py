@@ -109,6 +109,14 @@ async def test_a_first_request_that_never_returns_holds_the_scope_30s(store: Pac
     assert isinstance(await store.admit(KEY, ONE, NOW + 31, DEFAULT), Admitted)
 
 
+async def test_force_reserves_without_checking(store: PacingStore) -> None:
+    await store.observe(KEY, requests_snapshot(60, 0), None, FULL)
+    forced = await store.admit(KEY, ONE, NOW, FULL, force=True)
+    assert isinstance(forced, Admitted)
+    # it was counted: the bucket is one request in debt
+    assert Wait(pytest.approx(2.0), WaitReason.REQUESTS) == await store.admit(KEY, ONE, NOW, FULL)
+
+
 async def test_a_failed_first_request_lets_the_next_one_probe(store: PacingStore) -> None:
     first = await store.admit(KEY, ONE, NOW, DEFAULT)
     assert isinstance(first, Admitted)
