@@ -153,8 +153,6 @@ class Pacer:
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._seen: set[str] = set()
-        """Scopes this process has fed an answer for (bounded by the scopes in use)."""
 
     def remaining(self, scope: Scope) -> dict[Bucket, float]:
         """Each known bucket's level now, as this process sees it (a metrics gauge)."""
@@ -219,11 +217,9 @@ class Pacer:
     ) -> None:
         """Feed an answer's rate-limit snapshot (2xx or 429 alike); ``reservation`` is the
         attempt's own (None if it had none). Wakes the scope's queue. An answer without
-        rate-limit headers still tells a new scope that its first request came back."""
-        if snapshot.empty and scope.key in self._seen:
-            return
+        rate-limit headers still tells a new scope (or one whose shared state expired while
+        idle) that its first request came back, so feed every answer."""
         await self.store.observe(scope.key, snapshot, reservation, policy)
-        self._seen.add(scope.key)
         self._wake(scope.key)
 
     async def settle(self, reservation: Reservation, actual: Cost, policy: PacePolicy) -> None:

@@ -161,7 +161,7 @@ class PacingModel:
             return Delay(PROBE_WAIT_S, WaitReason.PROBE)
         level = state.level or LimitSnapshot(observed_at=now)
         return admission_delay(
-            replace(level, retry_at=state.retry_at or None),
+            replace(level, retry_at=state.retry_at or None, retry_rounding_s=0.0),
             cost,
             now,
             window_s=policy.window_s,

@@ -211,6 +211,16 @@ async def test_retry_after_holds_the_scope(store: PacingStore) -> None:
     assert isinstance(await store.admit(KEY, ONE, NOW + 7, FULL), Admitted)
 
 
+async def test_a_rounded_retry_after_counts_once(store: PacingStore) -> None:
+    """ "retry-after: 5" with bucket headers: from 4 s on (the rounding), not 3 or 5."""
+    snapshot = LimitSnapshot(
+        NOW, {Bucket.REQUESTS: BucketLimit(60, 10, None)}, retry_at=NOW + 5, retry_rounding_s=1.0
+    )
+    await store.observe(KEY, snapshot, None, FULL)
+    assert Wait(4.0, WaitReason.RETRY_AFTER) == await store.admit(KEY, ONE, NOW, FULL)
+    assert isinstance(await store.admit(KEY, ONE, NOW + 4, FULL), Admitted)
+
+
 async def test_unsettled_reservations_are_forgotten_after_their_ttl(store: PacingStore) -> None:
     policy = PacePolicy(target_utilisation=1.0, reservation_ttl_s=30)
     await store.observe(KEY, requests_snapshot(60, 60), None, policy)
