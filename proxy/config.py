@@ -101,6 +101,30 @@ class Streaming:
 
 
 @dataclass(frozen=True, slots=True)
+class Pacing:
+    """Proactive pacing from the providers' rate-limit headers (issue 12)."""
+
+    enabled: bool = True
+    target_utilisation: float = 0.95
+    """Admit while (1 - this) x limit stays in each bucket: room for header lag and estimates."""
+    max_queue_wait_s: float = 30.0
+    """Longest a request is held for its scope to refill; lowered by ``x-proxy-max-wait``."""
+    window_s: float = 60.0
+    """The providers' limit window (per minute): a bucket refills at limit / window_s."""
+    fingerprint_secret: str | None = field(default=None, repr=False)
+    """Key of the credential fingerprints; top level only. Unset: shared through Redis when
+    the state backend is Redis, else random per process."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_utilisation <= 1:
+            raise ConfigError(
+                f"target_utilisation: must be in (0, 1], got {self.target_utilisation!r}"
+            )
+        _non_negative("max_queue_wait_s", self.max_queue_wait_s)
+        _positive("window_s", self.window_s)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     enabled: bool = True
     reserve_output_tokens: int = 4096
@@ -138,6 +162,7 @@ class Route:
     context: Context = field(default_factory=Context)
     retry: Retry = field(default_factory=Retry)
     streaming: Streaming = field(default_factory=Streaming)
+    pacing: Pacing = field(default_factory=Pacing)
 
     def __post_init__(self) -> None:
         if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
@@ -225,6 +250,7 @@ class Config:
     retry: Retry = field(default_factory=Retry)
     context: Context = field(default_factory=Context)
     streaming: Streaming = field(default_factory=Streaming)
+    pacing: Pacing = field(default_factory=Pacing)
     state: State = field(default_factory=State)
     logging: Logging = field(default_factory=Logging)
     metrics: Metrics = field(default_factory=Metrics)
@@ -356,17 +382,20 @@ def _build_dataclass(cls: Any, raw: Any, path: str) -> Any:
 
 
 def from_dict(raw: Any, env: Mapping[str, str] | None = None) -> Config:
-    """Validate parsed YAML; route-level ``context``/``retry`` inherit the top level."""
+    """Validate parsed YAML; route-level ``context``/``retry``/``pacing`` inherit the top
+    level."""
     if not isinstance(raw, dict):
         raise ConfigError("<root>: expected a mapping")
     data = expand_env(raw, os.environ if env is None else env)
     for i, route in enumerate(data.get("routes") or []):
         if not isinstance(route, dict):
             continue
-        for key in ("context", "retry", "streaming"):
+        for key in ("context", "retry", "streaming", "pacing"):
             top, own = data.get(key) or {}, route.get(key) or {}
             if not isinstance(top, dict) or not isinstance(own, dict):
                 continue  # the type error is reported by build() with its path
+            if key == "pacing" and "fingerprint_secret" in own:
+                raise ConfigError(f"routes[{i}].pacing.fingerprint_secret: top level only")
             route[key] = {**top, **own}
         data["routes"][i] = route
     if "routes" not in data:

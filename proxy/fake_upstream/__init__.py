@@ -5,6 +5,7 @@ In-process::
     fake = FakeUpstream()
     server = TestServer(fake.make_app())
     fake.enqueue(Fault(status=429, headers={"retry-after": "1"}))
+    fake = FakeUpstream(limits=Limits(rpm=60, tpm=40_000))  # real token buckets
 
 Standalone: ``python -m proxy.fake_upstream --port 0`` (prints ``listening on URL``).
 It imports nothing else from ``proxy``.
@@ -14,12 +15,16 @@ from .app import FakeUpstream
 from .caching import CacheUse, PromptCache
 from .content import fake_text, prompt_sequence, prompt_tokens
 from .faults import Fault, RecordedRequest
+from .limits import Counts, Limits, Rates
 
 __all__ = [
     "CacheUse",
+    "Counts",
     "FakeUpstream",
     "Fault",
+    "Limits",
     "PromptCache",
+    "Rates",
     "RecordedRequest",
     "fake_text",
     "prompt_sequence",

@@ -1,8 +1,10 @@
-"""``python -m proxy.fake_upstream [--host H] [--port P]``: run the fake standalone.
+"""``python -m proxy.fake_upstream [--host H] [--port P] [--rpm N --tpm N ...]``: run the
+fake standalone.
 
 The first stdout line is ``listening on http://HOST:PORT`` (the bound port, so ``--port 0``
 works for scripts). Faults are scripted over ``POST /_fake/faults``, context windows over
-``POST /_fake/context`` or ``--context-window MODEL=TOKENS``.
+``POST /_fake/context`` or ``--context-window MODEL=TOKENS``, rate limits over
+``POST /_fake/limits`` (or set at start with ``--rpm``/``--tpm``/...; counts: ``GET``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from .app import FakeUpstream
 from .caching import PromptCache
+from .limits import Limits
 from .windows import FLAVOURS
 
 
@@ -59,6 +62,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-block-tokens", type=int, default=1024, help="prompt cache block size"
     )
+    limits = parser.add_argument_group("rate limits (per credential and model; off by default)")
+    limits.add_argument("--rpm", type=float, help="requests per window")
+    limits.add_argument("--tpm", type=float, help="tokens per window (Anthropic: combined)")
+    limits.add_argument("--input-tpm", type=float, help="Anthropic input tokens per window")
+    limits.add_argument("--output-tpm", type=float, help="Anthropic output tokens per window")
+    limits.add_argument("--limit-window-s", type=float, default=60.0, help="refill window")
+    limits.add_argument("--skew-s", type=float, default=0.0, help="offset of the fake's clock")
+    limits.add_argument(
+        "--header-lag-ms", type=float, default=0.0, help="headers report the state this old"
+    )
     return parser.parse_args(argv)
 
 
@@ -69,6 +82,18 @@ def _window(raw: str) -> tuple[str, int]:
     return model, int(tokens)
 
 
+def limits_from(args: argparse.Namespace) -> Limits:
+    return Limits(
+        rpm=args.rpm,
+        tpm=args.tpm,
+        input_tpm=args.input_tpm,
+        output_tpm=args.output_tpm,
+        window_s=args.limit_window_s,
+        skew_s=args.skew_s,
+        header_lag_s=args.header_lag_ms / 1000,
+    )
+
+
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGINT/SIGTERM; announce the bound URL first."""
     fake = FakeUpstream(
@@ -77,6 +102,7 @@ async def serve(args: argparse.Namespace) -> None:
         context_windows=dict(args.context_window),
         context_flavour=args.context_flavour,
         prompt_cache=PromptCache(block_tokens=args.cache_block_tokens),
+        limits=limits_from(args),
     )
     runner = web.AppRunner(
         fake.make_app(),

@@ -19,6 +19,7 @@ from . import anthropic_api, openai_api
 from .caching import CACHED_PATHS, PromptCache, credential_of
 from .calls import Builder, Call, Plan, Reply, make_plan
 from .faults import Fault, FaultQueue, Provider, RecordedRequest, error_body, error_headers
+from .limits import Clock, Limits, RateLimiter, check_request
 from .streaming import Paused, cut, pause, write_stream
 from .windows import FLAVOURS, ContextLimits, Flavour
 
@@ -61,7 +62,9 @@ class FakeUpstream:
     many SSE events until the event is set. ``stream_disconnected`` is set when a client goes
     away before its response finished (mid-stream or during a first-byte delay).
     ``chunks_sent`` counts SSE events written, across requests. ``url`` is free for whoever
-    serves the app to note its base URL (the fake itself never reads it).
+    serves the app to note its base URL (the fake itself never reads it). ``limits`` turns
+    on real rate limits (see ``limits.py``); ``limiter`` holds their buckets and counts, and
+    ``clock`` (epoch seconds) drives them.
     """
 
     def __init__(
@@ -73,6 +76,8 @@ class FakeUpstream:
         context_windows: dict[str, int] | None = None,
         context_flavour: Flavour = "openai",
         prompt_cache: PromptCache | None = None,
+        limits: Limits | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.requests: list[RecordedRequest] = []
         self.hold_after_chunk: int | None = None
@@ -87,15 +92,18 @@ class FakeUpstream:
         self._seq = itertools.count(1)
         self.context_limits = ContextLimits(dict(context_windows or {}), context_flavour)
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
+        self.limiter = RateLimiter(limits, clock)
 
     def enqueue(self, *faults: Fault) -> None:
         """Queue one-shot faults; each is consumed by the next request whose path matches."""
         self._faults.push(*faults)
 
     def clear(self) -> None:
-        """Forget recorded requests and pending faults; request ids restart at req_fake_1."""
+        """Forget recorded requests and pending faults; request ids restart at req_fake_1;
+        rate-limit buckets refill and their counts restart (the limits stay)."""
         self.requests.clear()
         self._faults.clear()
+        self.limiter.reset()
         self._seq = itertools.count(1)
         self.prompt_cache.clear()
 
@@ -114,6 +122,8 @@ class FakeUpstream:
         add("GET", "/_fake/requests", self._get_requests)
         add("POST", "/_fake/reset", self._post_reset)
         add("POST", "/_fake/context", self._post_context)
+        add("POST", "/_fake/limits", self._post_limits)
+        add("GET", "/_fake/limits", self._get_limits)
         add("POST", "/v1/chat/completions", self._endpoint(openai_api.chat_completions))
         add("POST", "/v1/responses", self._endpoint(openai_api.responses))
         add("POST", "/v1/embeddings", self._endpoint(openai_api.embeddings))
@@ -149,6 +159,15 @@ class FakeUpstream:
                 body = decode_body(body, request.headers.get("Content-Encoding"))
             except ValueError as exc:
                 return _error_response(provider, 400, str(exc))
+            verdict = check_request(
+                self.limiter, provider, request.path, request.headers, body, self.default_chunks
+            )
+            if verdict is not None and not verdict.allowed:
+                request_id = {_REQUEST_ID[provider]: f"req_fake_{next(self._seq)}"}
+                headers = {**request_id, **verdict.headers}
+                return web.Response(
+                    body=verdict.body, status=429, headers=headers, content_type="application/json"
+                )
             try:
                 plan = make_plan(
                     request.headers,
@@ -169,14 +188,24 @@ class FakeUpstream:
                 match=request.match_info,
                 credential=credential_of(request.headers),
             )
+            limit_headers = {} if verdict is None else verdict.headers
             return await self._answer(
-                request, plan, call, lambda: _build(chosen, call, body, self._prepare)
+                request,
+                plan,
+                call,
+                lambda: _build(chosen, call, body, self._prepare),
+                limit_headers,
             )
 
         return handle
 
     async def _answer(
-        self, request: web.Request, plan: Plan, call: Call, build: Callable[[], Reply]
+        self,
+        request: web.Request,
+        plan: Plan,
+        call: Call,
+        build: Callable[[], Reply],
+        limit_headers: dict[str, str],
     ) -> web.StreamResponse:
         fault = plan.fault
         try:
@@ -196,6 +225,7 @@ class FakeUpstream:
             reply = build()
             if status is not None:
                 reply = dataclasses.replace(reply, status=status)
+        headers.update(limit_headers)
         headers.update(fault.headers)
         headers["Content-Type"] = reply.content_type
         if reply.events is not None:
@@ -252,6 +282,22 @@ class FakeUpstream:
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.clear()
         return web.json_response({"reset": True})
+
+    async def _post_limits(self, request: web.Request) -> web.Response:
+        """Body: a JSON object with ``Limits`` field names; replaces the limits and refills
+        every bucket. ``{}`` turns limits off."""
+        try:
+            limits = Limits.from_json(json.loads(await request.read()))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.limiter.configure(limits)
+        return web.json_response({"limits": limits.to_json()})
+
+    async def _get_limits(self, request: web.Request) -> web.Response:
+        """The limits in force and the per (credential, model) counts of answers and 429s."""
+        return web.json_response(
+            {"limits": self.limiter.limits.to_json(), "counts": self.limiter.all_counts()}
+        )
 
 
 _REQUEST_ID: dict[Provider, str] = {"openai": "x-request-id", "anthropic": "request-id"}

@@ -111,13 +111,20 @@ class RedisCooldownStore:
         clock: Clock = time.time,
     ) -> None:
         # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
-        self._redis = aioredis.Redis.from_url(
+        # A small blocking pool: a burst of requests queues for a few connections instead of
+        # failing with MaxConnectionsError (the default pool's answer past 100 at once) or
+        # opening dozens at once (connects then miss the short timeout); either read as an
+        # outage and sent the burst to local memory.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=8,
+            timeout=2.0,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._cool_script = self._redis.register_script(_COOL_LUA)
         self._prefix = prefix
         self._on_error = on_error
@@ -158,6 +165,7 @@ class RedisCooldownStore:
         await self._memory.close()
         try:
             await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
         except (RedisError, OSError) as exc:
             self._report("close", exc)
 

@@ -23,9 +23,11 @@ __all__ = [
     "WaitHint",
     "backoff",
     "is_quota_exhausted",
+    "parse_decimal",
     "parse_go_duration",
     "parse_retry_after",
     "parse_rfc3339",
+    "parse_rfc3339_instant",
     "parse_wait",
     "proactive_cooldown",
 ]
@@ -66,13 +68,16 @@ _QUOTA_CODES = frozenset(
 _MAX_ERROR_BODY = 64 * 1024
 
 
-def _decimal(s: str) -> float | None:
-    """An unsigned finite decimal, or None."""
+def parse_decimal(s: str) -> float | None:
+    """An unsigned finite decimal ("12", "0.5"), or None for anything else ("-1", "NaN")."""
     s = s.strip()
     if not _DECIMAL.fullmatch(s):
         return None
     value = float(s)
     return value if math.isfinite(value) else None
+
+
+_decimal = parse_decimal
 
 
 def parse_go_duration(s: str) -> float | None:
@@ -113,6 +118,12 @@ def parse_retry_after(s: str, now: float) -> float | None:
 
 def parse_rfc3339(s: str, now: float) -> float | None:
     """Seconds until an RFC 3339 instant (zone required), 0 if it is already past."""
+    when = parse_rfc3339_instant(s)
+    return None if when is None else max(0.0, when - now)
+
+
+def parse_rfc3339_instant(s: str) -> float | None:
+    """Epoch seconds of an RFC 3339 instant (zone required), or None if malformed."""
     match = _RFC3339.fullmatch(s.strip())
     if match is None:
         return None
@@ -127,7 +138,7 @@ def parse_rfc3339(s: str, now: float) -> float | None:
         when = datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=tz)
     except ValueError:
         return None
-    return max(0.0, when.timestamp() - now)
+    return when.timestamp()
 
 
 def _epoch(s: str, now: float) -> float | None:

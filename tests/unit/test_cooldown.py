@@ -196,6 +196,15 @@ async def test_redis_concurrent_cools_keep_the_maximum(stores: StoreFactory) -> 
     assert max(instants) == await stores().until("openai")
 
 
+async def test_redis_burst_beyond_the_pool_is_not_an_outage(stores: StoreFactory) -> None:
+    """300 concurrent reads queue for the pool's connections; none is reported as lost."""
+    errors: list[str] = []
+    store = stores(on_error=lambda op, exc: errors.append(f"{op}: {exc!r}"), timeout_s=5)
+    await store.cool("scope-7", time.time() + 30)
+    results = await asyncio.gather(*(store.until(f"scope-{i % 10}") for i in range(300)))
+    assert ([], 30, False) == (errors, sum(r > 0 for r in results), store.degraded)
+
+
 async def test_redis_key_expires_at_the_instant(stores: StoreFactory, raw: aioredis.Redis) -> None:
     store = stores()
     await store.cool("openai", time.time() + 0.5)
