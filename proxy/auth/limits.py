@@ -321,14 +321,14 @@ class Limiter:
         await self._local.seed(key_id, period, spent)
 
     async def _admit_once(self, ask: Ask, ticket: str) -> Held | Denied | Unseeded:
-        if self._shared is None or self._use_local():
+        if self._shared is None or self._use_local() or not await self._replay():
             return self._local.admit_now(ask, ticket)
         try:
             result = await self._shared.admit(ask, ticket)
         except Exception as exc:  # Redis down or slow: serve from memory, retry later
             self._mark_down("admit", exc)
             return self._local.admit_now(ask, ticket)
-        await self._mark_up()
+        self._mark_up()
         return result
 
     async def settle(self, held: Held, tokens: int, cost_nanos: int, period: Period | None) -> None:
@@ -336,16 +336,31 @@ class Limiter:
         if not held.shared or self._shared is None:
             self._local.settle_now(held, tokens, cost_nanos, period)
             return
-        if self._use_local():
-            self._unsettled.append((held, tokens, cost_nanos, period))
+        late = (held, tokens, cost_nanos, period)
+        if self._use_local() or not await self._replay():
+            self._unsettled.append(late)
             return
         try:
             await self._shared.settle(held, tokens, cost_nanos, period)
         except Exception as exc:
             self._mark_down("settle", exc)
-            self._unsettled.append((held, tokens, cost_nanos, period))
+            self._unsettled.append(late)
             return
-        await self._mark_up()
+        self._mark_up()
+
+    async def _replay(self) -> bool:
+        """Settlements Redis missed while down, oldest first, before anything new goes there
+        (so a recovered Redis frees those slots first). False: Redis failed again."""
+        assert self._shared is not None
+        while self._unsettled:
+            held, tokens, cost, period = self._unsettled[0]
+            try:
+                await self._shared.settle(held, tokens, cost, period)
+            except Exception as exc:
+                self._mark_down("settle", exc)
+                return False
+            self._unsettled.popleft()
+        return True
 
     def _use_local(self) -> bool:
         return self._down and self._clock() < self._next_try
@@ -357,19 +372,11 @@ class Limiter:
             if self._on_error is not None:
                 self._on_error(op, exc)
 
-    async def _mark_up(self) -> None:
-        if not self._down:
-            return
-        self._down = False
-        if self._on_recover is not None:
-            self._on_recover()
-        while self._unsettled and self._shared is not None and not self._down:
-            held, tokens, cost, period = self._unsettled.popleft()
-            try:
-                await self._shared.settle(held, tokens, cost, period)
-            except Exception as exc:
-                self._unsettled.appendleft((held, tokens, cost, period))
-                self._mark_down("settle", exc)
+    def _mark_up(self) -> None:
+        if self._down:
+            self._down = False
+            if self._on_recover is not None:
+                self._on_recover()
 
     async def close(self) -> None:
         await self._local.close()

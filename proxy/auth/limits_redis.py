@@ -18,6 +18,7 @@ Raises redis errors; ``Limiter`` turns them into a fallback to memory.
 from __future__ import annotations
 
 import math
+import time
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -37,7 +38,7 @@ local function forget(zkey, hkey, field, upto)
     redis.call('HDEL', hkey, gone[i])
   end
   redis.call('ZREMRANGEBYSCORE', zkey, '-inf', upto)
-  redis.call('HINCRBY', KEYS[5], field, -freed)
+  redis.call('HINCRBY', KEYS[5], field, 0 - freed)  -- never -0: not an integer to Redis
 end
 """
 
@@ -110,7 +111,7 @@ end
 if redis.call('ZREM', KEYS[3], ticket) == 1 then
   local held = tonumber(redis.call('HGET', KEYS[4], ticket)) or 0
   redis.call('HDEL', KEYS[4], ticket)
-  redis.call('HINCRBY', KEYS[5], 'held', -held)
+  redis.call('HINCRBY', KEYS[5], 'held', 0 - held)
 end
 if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[6]) == 1 then
   redis.call('INCRBY', KEYS[6], ARGV[3])
@@ -185,7 +186,9 @@ class RedisCounters:
 
     async def seed(self, key_id: str, period: Period, spent_nanos: int) -> None:
         key = self._keys(key_id, period)[5]
-        expire = None if period.end is None else math.ceil((period.end + _SPENT_KEEP_S) * 1000)
+        expire = None
+        if period.end is not None:  # never in the past, whatever this host's clock says
+            expire = math.ceil((max(period.end, time.time()) + _SPENT_KEEP_S) * 1000)
         await self._redis.set(key, spent_nanos, nx=True, pxat=expire)
 
     async def settle(self, held: Held, tokens: int, cost_nanos: int, period: Period | None) -> None:
