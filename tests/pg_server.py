@@ -96,9 +96,11 @@ class PgServer:
         )
 
     def start(self) -> None:
+        # fsync off: fast, and a killed server still keeps its commits (the OS has them);
+        # synchronous_commit stays on, or stop() would lose the last commits with the server.
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1"
-            f" -c unix_socket_directories='{self.root}' -c fsync=off"  # a killed server keeps commits; a host crash is not a concern here
+            f" -c unix_socket_directories='{self.root}' -c fsync=off"
             " -c full_page_writes=off -c max_connections=200"
         )
         self._run(

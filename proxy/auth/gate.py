@@ -189,6 +189,11 @@ class Gate:
         self._default_out = default_max_output_tokens
         self._clock = clock
 
+    @property
+    def cache(self) -> KeyCache:
+        """The key cache (``KeyManager(on_change=gate.cache.forget)`` for instant local revokes)."""
+        return self._cache
+
     async def check(
         self,
         secret: str | None,

@@ -145,6 +145,7 @@ class LedgerWriter:
         self._down = False
         self._busy = False
         self._closing = False
+        self._flushing = 0  # callers waiting in flush(): write without lingering
         self._task: asyncio.Task[None] | None = None
         self._written = self._dropped = self._lost = 0
 
@@ -177,12 +178,17 @@ class LedgerWriter:
 
     async def flush(self) -> None:
         """Until every row submitted so far was tried once (written, or spooled)."""
-        self._full.set()
-        while self._queue or self._busy:
-            self._progress.clear()
-            self._full.set()
-            self._wake.set()
-            await self._progress.wait()
+        if self._task is None:
+            raise RuntimeError("LedgerWriter.start() was not called")
+        self._flushing += 1
+        try:
+            while self._queue or self._busy:
+                self._progress.clear()
+                self._full.set()
+                self._wake.set()
+                await self._progress.wait()
+        finally:
+            self._flushing -= 1
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Write what is left for up to ``timeout_s``, then stop; the rest counts as lost."""
@@ -219,7 +225,7 @@ class LedgerWriter:
         while not self._queue and not self._spool and not self._closing:
             self._wake.clear()
             await self._wake.wait()
-        if len(self._queue) < self._batch and not self._spool and not self._closing:
+        if len(self._queue) < self._batch and not (self._spool or self._closing or self._flushing):
             self._full.clear()
             await self._pause(self._linger, self._full)
 

@@ -135,7 +135,8 @@ def test_usd_to_nanos(usd: float, up: bool, nanos: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600)]
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert seconds == parse_duration(text)

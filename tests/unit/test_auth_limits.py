@@ -19,12 +19,13 @@ from proxy.auth.limits import (
     Limiter,
     MemoryCounters,
     Over,
-    Period,
     budget_period,
 )
 from proxy.auth.limits_redis import RedisCounters
 from tests.auth_support import FakeClock
-from tests.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # fixtures, used by name
 
 TOTAL = budget_period(BudgetPeriod.TOTAL, 0.0)
 USD = 10**9  # nano-USD

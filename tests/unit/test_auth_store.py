@@ -20,7 +20,7 @@ from proxy.auth.store import (
     StoreUnavailable,
     migrations,
 )
-from tests.auth_support import (  # noqa: F401  (fixtures)
+from tests.auth_support import (
     Outage,
     StoreFactory,
     outage,
@@ -30,6 +30,8 @@ from tests.auth_support import (  # noqa: F401  (fixtures)
     store,
     store_factory,
 )
+
+__all__ = ["outage", "pg_database", "pg_server", "store", "store_factory"]  # fixtures, used by name
 
 DAY = 86400.0
 T0 = 1_760_000_000.0  # 2025-10-09 08:53:20 UTC
@@ -209,9 +211,7 @@ async def test_spend_since_and_for_one_key(store: Store) -> None:
 # ---------------------------------------------------------------- outages
 
 
-async def test_an_unavailable_store_raises_store_unavailable(
-    store: Store, outage: Outage
-) -> None:
+async def test_an_unavailable_store_raises_store_unavailable(store: Store, outage: Outage) -> None:
     outage.begin()
     with pytest.raises(StoreUnavailable):
         await store.insert_ledger([row()])
