@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..pricing import PriceTable
 from ..usage import Usage
 from .cache import KeyCache
-from .keys import KeyRecord, hash_secret, looks_like_secret
+from .keys import BudgetPeriod, KeyRecord, hash_secret, looks_like_secret
 from .limits import Ask, Denied, Held, Limiter, Over, Period, budget_period, usd_to_nanos
 from .store import StoreUnavailable
 
@@ -188,6 +188,7 @@ class Gate:
         self._prices = prices
         self._default_out = default_max_output_tokens
         self._clock = clock
+        self._periods: dict[BudgetPeriod, Period] = {}  # the current one of each kind
 
     @property
     def cache(self) -> KeyCache:
@@ -272,7 +273,7 @@ class Gate:
                 )
             budget_nanos = usd_to_nanos(limits.budget.amount_usd)
             cost_nanos = usd_to_nanos(cost, up=True)
-            period = budget_period(limits.budget.period, self._clock())
+            period = self._period(limits.budget.period)
         return Ask(
             key_id=key.id,
             tokens=tokens_in + tokens_out,
@@ -284,10 +285,17 @@ class Gate:
             period=period,
         )
 
+    def _period(self, kind: BudgetPeriod) -> Period:
+        """The budget period now; computed once per period, not per request."""
+        now = self._clock()
+        period = self._periods.get(kind)
+        if period is None or now < period.start or (period.end is not None and now >= period.end):
+            period = self._periods[kind] = budget_period(kind, now)
+        return period
+
     async def _settle(self, key: KeyRecord, held: Held, tokens: int, cost_nanos: int) -> None:
-        period: Period | None = None
-        if key.limits.budget is not None:
-            period = budget_period(key.limits.budget.period, self._clock())
+        budget = key.limits.budget
+        period = None if budget is None else self._period(budget.period)
         await self._limiter.settle(held, tokens, cost_nanos, period)
 
 

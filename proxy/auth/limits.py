@@ -28,6 +28,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import enum
+import itertools
 import math
 import secrets
 import time
@@ -86,9 +87,12 @@ def budget_period(kind: BudgetPeriod, now: float) -> Period:
     return Period("total", 0.0, None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask:
-    """One admission: the key's limits (None: no limit) and the request's worst case."""
+    """One admission: the key's limits (None: no limit) and the request's worst case.
+
+    Not frozen, like Held: one of each per request on the hot path, and a frozen dataclass
+    takes twice as long to build. Treat both as read-only."""
 
     key_id: str
     tokens: int
@@ -118,7 +122,7 @@ class Denied:
     does not help) and CONCURRENCY (it depends on when in-flight requests finish)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Held:
     """An admitted request's reservation; settle it exactly once."""
 
@@ -187,7 +191,7 @@ class MemoryCounters:
 
     def admit_now(self, ask: Ask, ticket: str) -> Held | Denied | Unseeded:
         now = self._clock()
-        state = self._keys.setdefault(ask.key_id, _KeyState())
+        state = self._state(ask.key_id)
         self._trim(state, now)
         if ask.budget_nanos is not None and ask.period is not None:
             if state.period_id != ask.period.id:
@@ -205,6 +209,12 @@ class MemoryCounters:
         state.live[ticket] = (entry, ask.cost_nanos)
         state.held_nanos += ask.cost_nanos
         return Held(ask.key_id, ticket, ask.tokens, ask.cost_nanos, shared=False)
+
+    def _state(self, key_id: str) -> _KeyState:
+        state = self._keys.get(key_id)
+        if state is None:
+            state = self._keys[key_id] = _KeyState()
+        return state
 
     def _trim(self, state: _KeyState, now: float) -> None:
         horizon = now - self._window
@@ -232,7 +242,7 @@ class MemoryCounters:
         return None if over is None else Denied(over, wait)
 
     async def seed(self, key_id: str, period: Period, spent_nanos: int) -> None:
-        state = self._keys.setdefault(key_id, _KeyState())
+        state = self._state(key_id)
         if state.period_id != period.id:
             state.period_id, state.spent_nanos = period.id, spent_nanos
 
@@ -293,14 +303,20 @@ class Limiter:
         self._down = False
         self._next_try = 0.0
         self._unsettled: deque[tuple[Held, int, int, Period | None]] = deque(maxlen=unsettled_max)
+        # tickets: unique across instances (random prefix) and cheap (a counter)
+        self._ticket_prefix = secrets.token_hex(6) + "-"
+        self._tickets = itertools.count()
 
     @property
     def degraded(self) -> bool:
         return self._down
 
     async def admit(self, ask: Ask) -> Held | Denied:
-        ticket = secrets.token_hex(8)
-        result = await self._admit_once(ask, ticket)
+        ticket = self._ticket_prefix + str(next(self._tickets))
+        if self._shared is None:  # the common single-process case, without the detours
+            result = self._local.admit_now(ask, ticket)
+        else:
+            result = await self._admit_once(ask, ticket)
         if isinstance(result, Unseeded):
             spent = await self._load_spent(ask.key_id, result.period.start)
             await self._seed(ask.key_id, result.period, spent)

@@ -55,7 +55,7 @@ def make_gate(
     async def load_spent(key_id: str, since: float) -> int:
         return -(-await store.key_spend_picousd(key_id, since) // 1000)
 
-    shared = RedisCounters(redis_url) if redis_url else None
+    shared = RedisCounters(redis_url, timeout_s=5.0) if redis_url else None  # slow != down
     return Gate(
         KeyCache(store, ttl_s=ttl_s, clock=clock),
         Limiter(load_spent, shared, clock=clock),

@@ -38,6 +38,10 @@ async def no_spend(key_id: str, since: float) -> int:
 Make = Callable[..., Limiter]
 
 
+def fail_on_outage(op: str, exc: Exception) -> None:
+    raise AssertionError(f"Redis failed during {op}: {exc!r}")
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def limiters(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
     """``make()`` is one proxy instance's Limiter. Memory: every call returns the same one (a
@@ -54,7 +58,10 @@ async def limiters(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
 
         def make(**kwargs: Any) -> Limiter:
             load = kwargs.pop("load_spent", no_spend)
-            limiter = Limiter(load, RedisCounters(server.url), **kwargs)
+            # A generous timeout: on this shared test machine a slow answer must not look like
+            # an outage (that would switch to per-instance memory, on purpose, and count apart).
+            counters = RedisCounters(server.url, timeout_s=5.0)
+            limiter = Limiter(load, counters, on_error=fail_on_outage, **kwargs)
             made.append(limiter)
             return limiter
 
