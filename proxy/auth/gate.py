@@ -13,10 +13,15 @@ At completion (``on_complete``), exactly once per admitted request, whatever hap
 
     await outcome.settle(usage, cost_usd)     # usage/cost of all attempts; settle() = release
 
-``secret`` is what the client sent (``Authorization: Bearer ...`` or ``x-api-key``).
-``input_tokens`` is the request counted offline, ``max_output_tokens`` the body's max_tokens (or
-``max_completion_tokens``/``max_output_tokens``); None reserves ``default_max_output_tokens``.
-Together they are the worst case reserved against tpm and the budget until ``settle``.
+``secret`` is what the client sent: ``wire.client_secret(request.headers)``. ``input_tokens``
+is the request counted offline (proxy.context.tokens), ``max_output_tokens`` the body's cap:
+``wire.requested_output_tokens(body)``; None reserves ``default_max_output_tokens``. Together
+they are the worst case reserved against tpm and the budget until ``settle``. ``route`` is the
+route's prefix (``/openai``), ``model`` the model the client asked for (None: the request names
+none, and model restrictions do not apply).
+
+Ledger rows are separate: one ``LedgerRow.from_usage(...)`` per attempt that reached a provider,
+handed to ``LedgerWriter.submit`` (never waits), see ledger.py.
 """
 
 from __future__ import annotations

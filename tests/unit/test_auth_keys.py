@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from multidict import CIMultiDict
 
 from proxy.auth.keys import (
     Budget,
@@ -19,6 +20,7 @@ from proxy.auth.keys import (
 )
 from proxy.auth.limits import Period, budget_period, usd_to_nanos
 from proxy.auth.timespec import parse_duration, parse_expires, parse_since
+from proxy.auth.wire import client_secret, requested_output_tokens
 
 T0 = 1_760_000_000.0  # 2025-10-09 08:53:20 UTC
 
@@ -149,3 +151,36 @@ def test_since_and_expires_take_durations_or_dates() -> None:
     assert 1759280400.0 == parse_expires("2025-10-01T01:00:00+00:00", T0)
     with pytest.raises(ValueError):
         parse_since("last week", T0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "secret"),
+    [
+        ({"Authorization": "Bearer lp-abc"}, "lp-abc"),
+        ({"Authorization": "bearer  lp-abc "}, "lp-abc"),
+        ({"x-api-key": "lp-abc"}, "lp-abc"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, None),
+        ({"Authorization": "Bearer "}, None),
+        ({}, None),
+    ],
+)
+def test_the_client_key_is_read_where_sdks_put_it(
+    headers: dict[str, str], secret: str | None
+) -> None:
+    assert secret == client_secret(CIMultiDict(headers))
+
+
+@pytest.mark.parametrize(
+    ("body", "tokens"),
+    [
+        ({"max_tokens": 1024}, 1024),
+        ({"max_completion_tokens": 300, "max_tokens": 1024}, 300),
+        ({"max_output_tokens": 2048}, 2048),
+        ({"max_tokens": None}, None),
+        ({"max_tokens": True}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_the_requested_output_cap(body: dict[str, object] | None, tokens: int | None) -> None:
+    assert tokens == requested_output_tokens(body)
