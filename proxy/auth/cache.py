@@ -7,8 +7,8 @@ at most ``negative_max`` of them, oldest evicted first), so a client retrying wi
 or an attacker spraying made-up ones, costs one store query per hash per TTL, not one per request.
 Concurrent misses for one hash share a single query.
 
-While the store is unavailable, a record already cached keeps being served (stale) and refreshed
-on the next call after the store answers again; a hash never seen raises StoreUnavailable.
+While the store is unavailable, a record already cached keeps being served (stale; the store is
+asked again once per TTL); a hash never seen raises StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -74,9 +74,12 @@ class KeyCache:
         try:
             return await asyncio.shield(pending)
         except StoreUnavailable:
-            if cached is not None:
-                return cached.record  # stale, but the store cannot say otherwise right now
-            raise
+            if cached is None:
+                raise
+            # Stale, but the store cannot say otherwise now; ask again after another TTL, so a
+            # dead (or hanging) store costs one waiting request per key per TTL, not each one.
+            self._known[key_hash] = _Cached(cached.record, self._clock() + self._ttl)
+            return cached.record
 
     def forget(self, key_hash: str) -> None:
         """Drop one hash (this instance just changed that key: no need to wait for the TTL)."""

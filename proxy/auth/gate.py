@@ -26,6 +26,7 @@ handed to ``LedgerWriter.submit`` (never waits), see ledger.py.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 import time
@@ -173,7 +174,11 @@ class Admission:
             return
         tokens = (usage.total_tokens or 0) if usage is not None else 0
         cost = usd_to_nanos(cost_usd) if cost_usd is not None and cost_usd > 0 else 0
-        await self._gate._settle(self.key, self._held, tokens, cost)
+        settling = self._gate._settle(self.key, self._held, tokens, cost)
+        if self._held.shared:  # a Redis round trip: finish it even if our caller is cancelled
+            await asyncio.shield(settling)
+        else:
+            await settling
 
 
 class Gate:

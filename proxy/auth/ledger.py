@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..usage import Usage, UsageSource
 from .store import Store
@@ -55,6 +56,9 @@ class LedgerRow:
     status: int | None
     latency_ms: float
     ts: float
+    row_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Unique per row, made here: what makes a replayed batch idempotent. Not the request id,
+    which a client may choose (x-request-id) and reuse."""
 
     @classmethod
     def from_usage(

@@ -23,6 +23,7 @@ from .store import (
     KeyConflict,
     SpendGroup,
     SpendLine,
+    StoreError,
     StoreUnavailable,
 )
 
@@ -96,9 +97,11 @@ class SqliteStore:
                 yield self._db
         except sqlite3.IntegrityError as exc:
             raise KeyConflict(str(exc)) from exc
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, ValueError, OSError) as exc:
-            # ValueError: aiosqlite's "no active connection" after a close
+        except (sqlite3.OperationalError, ValueError, OSError) as exc:
+            # locked, disk full, unreadable file; ValueError: aiosqlite's "no active connection"
             raise StoreUnavailable(f"{self.path}: {exc}") from exc
+        except sqlite3.Error as exc:  # a bug (bad SQL, wrong bindings), not an outage
+            raise StoreError(f"{self.path}: {exc!r}") from exc
 
     async def _one(self, query: str, params: Sequence[Any]) -> Any:
         async with self._errors() as db, db.execute(query, params) as cur:

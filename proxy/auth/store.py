@@ -120,8 +120,8 @@ class Store(Protocol):
         ...
 
     async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        """Insert in one transaction; a row already stored (same request id and attempt) is
-        skipped, so replaying a batch after an ambiguous failure never double-counts."""
+        """Insert in one transaction; a row already stored (same ``row_id``) is skipped, so
+        replaying a batch after an ambiguous failure never double-counts."""
         ...
 
     async def spend(
@@ -184,13 +184,13 @@ ROTATE_KEY = (
 REVOKE_KEY = "UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL"
 
 LEDGER_COLUMNS = (
-    "request_id, attempt, ts, day, key_id, route, upstream, model_requested, model_served,"
+    "row_id, request_id, attempt, ts, day, key_id, route, upstream, model_requested, model_served,"
     " input_tokens, cached_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,"
     " cost_picousd, usage_source, status, latency_ms"
 )
 INSERT_LEDGER = (
-    f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 18)})"
-    " ON CONFLICT (request_id, attempt) DO NOTHING"
+    f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+    " ON CONFLICT (row_id) DO NOTHING"
 )
 KEY_SPEND = "SELECT COALESCE(SUM(cost_picousd), 0) FROM ledger WHERE key_id = ? AND ts >= ?"
 
@@ -294,6 +294,7 @@ def utc_day(ts: float) -> str:
 def ledger_params(row: LedgerRow) -> tuple[Any, ...]:
     cost = None if row.cost_usd is None else round(row.cost_usd * PICO)
     return (
+        row.row_id,
         row.request_id,
         row.attempt,
         float(row.ts),

@@ -298,6 +298,9 @@ async def test_while_the_store_is_down_cached_keys_serve_and_unknown_ones_get_50
     try:
         clock.advance(10)  # past the TTL: the refresh fails, the stale record serves
         assert isinstance(await check(gate, secret), Admission)
+        queries = gate.cache.store_queries
+        assert isinstance(await check(gate, secret), Admission)
+        assert queries == gate.cache.store_queries  # not asked again before another TTL
         assert RefusalKind.STORE_UNAVAILABLE == kind(await check(gate, new_secret()))
         # the budget needs the ledger's spend, which cannot be read: refused, not guessed
         assert RefusalKind.STORE_UNAVAILABLE == kind(await check(gate, made.secret))

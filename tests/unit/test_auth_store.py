@@ -164,6 +164,14 @@ async def test_ledger_rows_replayed_after_an_ambiguous_failure_are_stored_once(
     assert (2, 3) == (line.requests, line.attempts)
 
 
+async def test_a_reused_client_request_id_does_not_hide_a_row(store: Store) -> None:
+    """x-request-id comes from the client: two requests may carry the same one."""
+    await store.insert_ledger([row(request_id="same", cost_usd=1.0)])
+    await store.insert_ledger([row(request_id="same", cost_usd=2.0)])
+    (line,) = await store.spend(SpendGroup.KEY, 0.0)
+    assert (1, 2, 3 * 10**12) == (line.requests, line.attempts, line.cost_picousd)
+
+
 async def test_costs_sum_exactly(store: Store) -> None:
     """10,000 rows of $0.000001 + $0.1 each sum to exactly $1000.01 (floats would drift)."""
     rows = [row(request_id=f"r{i}", cost_usd=0.100001) for i in range(10_000)]

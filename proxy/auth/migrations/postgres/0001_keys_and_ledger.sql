@@ -20,6 +20,7 @@ CREATE TABLE keys (
 
 CREATE TABLE ledger (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    row_id TEXT NOT NULL,
     request_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
@@ -40,6 +41,7 @@ CREATE TABLE ledger (
     latency_ms DOUBLE PRECISION NOT NULL
 );
 
-CREATE UNIQUE INDEX ledger_attempt ON ledger (request_id, attempt);
+CREATE UNIQUE INDEX ledger_row ON ledger (row_id);
+CREATE INDEX ledger_request ON ledger (request_id);
 CREATE INDEX ledger_key_ts ON ledger (key_id, ts);
 CREATE INDEX ledger_ts ON ledger (ts);
