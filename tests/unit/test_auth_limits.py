@@ -282,3 +282,16 @@ async def test_a_hold_left_by_a_dead_instance_is_freed_when_its_lease_ends(
     assert [b"t1"] == await raw.hkeys("llm-proxy:auth:{key_a}:held")  # the dead hold is gone
     await raw.aclose()
     await alive.close()
+
+
+async def test_scripts_are_loaded_again_when_redis_forgot_them(redis_server: RedisServer) -> None:
+    counters = RedisCounters(redis_server.url)
+    ask = Ask("key_a", tokens=0, cost_nanos=0, rpm=2)
+    assert isinstance(await counters.admit(ask, "t1"), Held)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.script_flush()
+    await raw.aclose()
+    assert isinstance(await counters.admit(ask, "t2"), Held)
+    third = await counters.admit(ask, "t3")  # the window kept counting across the reload
+    assert isinstance(third, Denied) and Over.RPM == third.over
+    await counters.close()
