@@ -1,4 +1,5 @@
-"""Command line: ``llm-proxy --config config.yaml [--host H] [--port P] [--workers N] [--check]``.
+"""Command line: ``llm-proxy --config config.yaml [--host H] [--port P] [--workers N] [--check]``,
+plus ``llm-proxy keys ...`` and ``llm-proxy spend ...`` (see proxy/auth/cli.py).
 
 The entry point is the one place that reads the process environment besides config.py:
 systemd's ``NOTIFY_SOCKET`` and socket activation (``LISTEN_FDS``/``LISTEN_PID``).
@@ -18,6 +19,9 @@ from .listeners import Plan, activation_sockets
 from .sdnotify import Notifier
 from .service import Service, loop_factory, run, serve
 from .supervisor import Launch, Supervisor
+
+AUTH_COMMANDS = ("keys", "spend")
+"""Subcommands handled by proxy/auth/cli.py; anything else is the server's command line."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +58,11 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in AUTH_COMMANDS:  # llm-proxy keys ... / llm-proxy spend ...
+        from .auth.cli import main as auth_main
+
+        return auth_main(argv)
     args = parse_args(argv)
     try:
         cfg = load_config(args)

@@ -242,6 +242,44 @@ class ModelEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """Client keys (issue 15). ``off``: clients' own credentials pass through, as before."""
+
+    mode: Literal["off", "keys"] = "off"
+    cache_ttl_s: float = 5.0
+    """A revoke or rotate reaches every instance within this many seconds."""
+    default_max_output_tokens: int = 4096
+    """Output reserved against tpm and budget when a request sets no max_tokens."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Bearer token for /admin/; taken from LLM_PROXY_ADMIN_TOKEN when not set here."""
+
+    def __post_init__(self) -> None:
+        _positive("cache_ttl_s", self.cache_ttl_s)
+        _positive("default_max_output_tokens", self.default_max_output_tokens)
+        if self.admin_token is not None and len(self.admin_token) < _ADMIN_TOKEN_MIN:
+            raise ConfigError(f"admin_token: must be at least {_ADMIN_TOKEN_MIN} characters")
+
+
+_ADMIN_TOKEN_MIN = 16
+ADMIN_TOKEN_ENV = "LLM_PROXY_ADMIN_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Where keys and the spend ledger live."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = "llm-proxy.db"
+    """SQLite file; a relative path is taken from the config file's folder."""
+    url: str | None = field(default=None, repr=False)
+    """PostgreSQL DSN (postgresql://user:pass@host/db); may carry a password."""
+
+    def __post_init__(self) -> None:
+        if self.backend == "postgres" and not self.url:
+            raise ConfigError("url: required when backend is postgres")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     routes: tuple[Route, ...]
     listen: Listen = field(default_factory=Listen)
@@ -256,6 +294,8 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics)
     pricing: dict[str, PriceEntry] = field(default_factory=dict)
     models: dict[str, ModelEntry] = field(default_factory=dict)
+    auth: Auth = field(default_factory=Auth)
+    store: Storage = field(default_factory=Storage)
     drain_timeout_s: float = 30.0
     workers: int = 1
 
@@ -402,7 +442,7 @@ def from_dict(raw: Any, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("routes: required key is missing")
     config = build(Config, data, "")
     check_budgets(config, raw)
-    return config
+    return _with_admin_token(config, os.environ if env is None else env)
 
 
 def check_budgets(config: Config, raw: dict[str, Any]) -> None:
@@ -451,6 +491,24 @@ def _where(raw: dict[str, Any], i: int, key: str) -> str:
     return "context." + key
 
 
+def _with_admin_token(cfg: Config, env: Mapping[str, str]) -> Config:
+    token = env.get(ADMIN_TOKEN_ENV)
+    if cfg.auth.admin_token is not None or not token:
+        return cfg
+    try:
+        return dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, admin_token=token))
+    except ConfigError as exc:
+        raise ConfigError(f"{ADMIN_TOKEN_ENV}: {exc}") from None
+
+
+def _anchor_store(cfg: Config, folder: Path) -> Config:
+    """A relative SQLite path is relative to the config file, not to the working directory."""
+    path = Path(cfg.store.path)
+    if path.is_absolute():
+        return cfg
+    return dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, path=str(folder / path)))
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file."""
     try:
@@ -461,4 +519,4 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return from_dict(raw, env)
+    return _anchor_store(from_dict(raw, env), Path(path).absolute().parent)
