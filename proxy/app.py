@@ -26,6 +26,10 @@ from .pricing import PriceTable
 from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinned
 from .resilience.attempts import AttemptLoop
 from .resilience.cooldown import make_store
+from .resilience.gate import ScopeGate
+from .resilience.pacer import Pacer
+from .resilience.pacing_store import PacingStore, RedisPacingStore, make_pacing_store
+from .resilience.scope import Fingerprinter
 from .routing import Router
 from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz
 from .state import STATE, AppState, StateHolder
@@ -62,10 +66,25 @@ def build_state(
         router=Router(config.routes),
         pipeline=pipeline,
         dispatcher=AttemptLoop(
-            res.session, config.timeouts, res.cooldowns, res.logger, res.responses, refusals
+            res.session,
+            config.timeouts,
+            ScopeGate(res.cooldowns, res.pacer, res.fingerprint, config.timeouts, res.logger),
+            res.logger,
+            res.responses,
+            refusals,
         ),
         logger=res.logger,
     )
+
+
+async def _fingerprint_secret(config: Config, store: PacingStore) -> bytes | None:
+    """The key of credential fingerprints: configured, else agreed through Redis, else (one
+    process) a random one."""
+    if config.pacing.fingerprint_secret:
+        return config.pacing.fingerprint_secret.encode()
+    if isinstance(store, RedisPacingStore):
+        return await store.shared_secret()
+    return None
 
 
 def _flush_log(logger: Any) -> None:
@@ -107,11 +126,18 @@ def make_app(
         def state_error(op: str, exc: Exception) -> None:
             logger.error("shared state unavailable, using local memory", op=op, error=repr(exc))
 
+        def state_back() -> None:
+            logger.info("shared state is back", backend=config.state.backend)
+
+        state = config.state
+        pacing_store = make_pacing_store(state.backend, state.url, state_error, state_back)
         res = Resources(
             session=make_session(config.timeouts),
             logger=logger,
-            cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
+            cooldowns=make_store(state.backend, state.url, on_error=state_error),
             metrics=metrics,
+            pacer=Pacer(pacing_store),
+            fingerprint=Fingerprinter(await _fingerprint_secret(config, pacing_store)),
         )
         app[RESOURCES] = res
         build = functools.partial(build_state, res=res, plugins=plugins)
@@ -127,6 +153,8 @@ def make_app(
             async with asyncio.timeout(CANCEL_GRACE_S):
                 await generations.wait_idle()
         await generations.close()
+        await res.pacer.close()
+        await pacing_store.close()
         await res.cooldowns.close()
         await res.session.close()
         _flush_log(logger)

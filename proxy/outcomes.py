@@ -91,6 +91,13 @@ class RetryOutcome:
     """Upstreams whose cooldown (set by another request's 429) this request waited out."""
     exhausted: bool = False
     """The proxy already retried and gives up: the client is told not to retry again."""
+    held_s: float = 0.0
+    """Time held before sending until the scope had room (pacing queue or a cooldown)."""
+    held_for: str | None = None
+    """What it was held for: the bucket that bound (requests, tokens...), retry-after,
+    queue, probe (a scope's first request out), or cooldown."""
+    ratelimited: str | None = None
+    """The scope kind (``model``, ``upstream``) that made the proxy refuse with its own 429."""
 
 
 @dataclass(frozen=True, slots=True)

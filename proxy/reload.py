@@ -23,6 +23,9 @@ from .config import Config
 from .context.correction import Corrections, MemorySampleStore
 from .metrics import Metrics
 from .resilience.cooldown import CooldownStore
+from .resilience.pacer import Pacer
+from .resilience.pacing_store import MemoryPacingStore
+from .resilience.scope import Fingerprinter
 from .sdnotify import Notifier
 from .state import AppState, StateHolder
 from .translate import MemoryResponseStore, ResponseStore
@@ -40,6 +43,9 @@ class Resources:
     """Responses API conversations kept for clients served through a translation."""
     corrections: Corrections = field(default_factory=lambda: Corrections(MemorySampleStore()))
     """Learned token-count corrections: they outlive a reload."""
+    pacer: Pacer = field(default_factory=lambda: Pacer(MemoryPacingStore()))
+    """Live rate-limit models per scope, shared by every generation (and process, on Redis)."""
+    fingerprint: Fingerprinter = field(default_factory=Fingerprinter)
 
 
 RESOURCES = web.AppKey("resources", Resources)

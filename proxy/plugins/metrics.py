@@ -125,5 +125,6 @@ class MetricsPlugin(Plugin):
             previous = name
         for name in ex.retry.cooldown_waits:
             self._child(m.cooldown_waits, route, name).inc()
-        if ex.retry.waited_s > 0:
-            self._child(m.wait_seconds, route).inc(ex.retry.waited_s)
+        waited = ex.retry.waited_s + ex.retry.held_s
+        if waited > 0:
+            self._child(m.wait_seconds, route).inc(waited)

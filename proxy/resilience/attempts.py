@@ -1,4 +1,5 @@
-"""The attempt loop: shared cooldowns, waits from the upstream's hints, retries, fallback.
+"""The attempt loop: scoped cooldowns and pacing, waits from the upstream's hints, retries,
+fallback, the commit point, and fixes for refused requests.
 
 Everything here happens before the first response byte goes to the client, so a stream is
 never retried or spliced. A client that disconnects cancels the handler and so any wait.
@@ -13,143 +14,31 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDictProxy
 
 from ..config import Retry, Timeouts, Upstream
-from ..crossing import LocalResponse, client_view, outcome_of, plan_for, prepare
+from ..crossing import client_view
 from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
-from ..forward import LiveResponse, Outgoing, UpstreamResponse, open_attempt, read_head
-from ..outcomes import Attempt, AttemptReason, TranslationOutcome
+from ..forward import LiveResponse, open_attempt, read_head
+from ..outcomes import Attempt, AttemptReason
 from ..plugins import Refusal
-from ..stream_content import StreamFamily, stream_family
-from ..translate import LocalAnswer, Passthrough, ResponseStore, Translation, Unsupported
-from ..translate.families import provider_of
+from ..translate import ResponseStore
 from .commit import Committed, HoldLimits, hold_until_content
-from .cooldown import CooldownStore
-from .hints import backoff, is_quota_exhausted, parse_wait, proactive_cooldown
+from .gate import Go, Hold, ScopeGate
+from .hints import backoff, is_quota_exhausted, parse_wait
+from .legs import Answer, Dispatch, Failed, GiveUp, Leg, Reply, body_for, make_leg
+from .pacer import PRIORITY_HEADER, parse_priority
+from .scope import credential_of
+
+__all__ = ["MAX_WAIT_HEADER", "Answer", "AttemptLoop", "Dispatch", "GiveUp", "body_for"]
 
 MAX_WAIT_HEADER = "x-proxy-max-wait"
-_OVERLOAD = frozenset({429, 503, 529})
 _REFUSALS = frozenset({400, 413, 422})
 _OVERLOAD_EVENTS = frozenset({"overloaded_error", "rate_limit_error", "rate_limit_exceeded"})
 _MAX_ERROR_BODY = 1 << 20
-_REMAINING = (
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-remaining-tokens_usage_based",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-output-tokens-remaining",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """Relay ``response`` to the client; ``upstream`` is the one that sent it."""
-
-    response: UpstreamResponse
-    upstream: Upstream
-    translation: TranslationOutcome | None = None
-    """Set when the answer came through a translation between API families."""
-    settle: Callable[[], Awaitable[None]] | None = None
-    """To await once the client has the whole answer (a translation keeps its state)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """An upstream's answer as received, before it is turned into the client's API."""
-
-    response: UpstreamResponse
-    upstream: Upstream
-    plan: Translation | None = None
-    translation: TranslationOutcome | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    """No upstream answered: the client gets the proxy's own ``error``."""
-
-    error: ProxyError
-
-
-Dispatch = Answer | GiveUp
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """An attempt that did not produce the final answer, and what it allows next."""
-
-    wait_s: float
-    retry_same: bool
-    """Trying this upstream again may help (never after a timeout, quota or malformed answer)."""
-    fall_back: bool = True
-    """Trying the next upstream may help (not after a timeout unless the route allows it)."""
-    answer: _Reply | None = None
-    """The upstream's own error answer, kept in case nothing better comes."""
-    error: ProxyError | None = None
-    fixed: bool = False
-    """A plugin fixed the request after this refusal: send it again at once (not counted)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Leg:
-    """One attempt's request in the upstream's own API, and how to read its answer."""
-
-    upstream: Upstream
-    outgoing: Outgoing
-    provider: str
-    """The API style the upstream answers in ("openai" or "anthropic")."""
-    plan: Translation | None = None
-    translation: TranslationOutcome | None = None
-
-    def reply(self, response: UpstreamResponse) -> _Reply:
-        return _Reply(response, self.upstream, self.plan, self.translation)
-
-
-def _held_family(leg: _Leg, live: LiveResponse) -> StreamFamily | None:
-    """The grammar of a stream whose head can be held: an uncompressed SSE answer on an
-    endpoint whose events the proxy knows. Anything else commits on its first byte."""
-    headers = live.headers
-    if not headers.get("Content-Type", "").startswith("text/event-stream"):
-        return None
-    if headers.get("Content-Encoding", "identity").lower() != "identity":
-        return None
-    return stream_family(leg.provider, leg.outgoing.tail)
-
-
-def _is_json(live: LiveResponse) -> bool:
-    return "json" in live.headers.get("Content-Type", "")
-
-
-def _is_error_body(body: bytes) -> bool:
-    """An OpenAI-compatible 200 that carries an error object, or a choice that failed."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(doc, dict):
-        return False
-    if doc.get("error") and not doc.get("choices"):
-        return True
-    choices = doc.get("choices")
-    return isinstance(choices, list) and any(
-        isinstance(c, dict) and c.get("finish_reason") == "error" for c in choices
-    )
-
-
-def _is_zero(value: str | None) -> bool:
-    """ "0", "0.0", " 00 ": a bucket reported empty (the full parse decides what it means)."""
-    return value is not None and value.strip() != "" and value.strip().strip("0.") == ""
-
-
-def cooldown_key(upstream: Upstream) -> str:
-    return f"{upstream.name}@{upstream.base_url}"
 
 
 def wait_budget(ex: Exchange, retry: Retry) -> float:
@@ -165,20 +54,6 @@ def wait_budget(ex: Exchange, retry: Retry) -> float:
     return retry.max_wait_s
 
 
-def body_for(ex: Exchange, upstream: Upstream) -> bytes:
-    """The body for this upstream: the model field mapped only when a mapping applies."""
-    if not upstream.models:
-        return ex.body
-    try:
-        data = json.loads(ex.body)
-    except (ValueError, RecursionError):
-        return ex.body
-    if isinstance(data, dict) and data.get("model") in upstream.models:
-        data["model"] = upstream.models[data["model"]]
-        return json.dumps(data, ensure_ascii=False).encode()
-    return ex.body
-
-
 class AttemptLoop:
     """Tries a route's upstreams in priority order within a retry budget."""
 
@@ -186,14 +61,14 @@ class AttemptLoop:
         self,
         session: aiohttp.ClientSession,
         timeouts: Timeouts,
-        store: CooldownStore,
+        gate: ScopeGate,
         logger: Any,
         responses: ResponseStore | None = None,
         on_refusal: Callable[[Exchange, Refusal], Awaitable[bool]] | None = None,
     ) -> None:
         self.session = session
         self.timeouts = timeouts
-        self.store = store
+        self.gate = gate
         self.log = logger
         self.responses = responses
         """Responses API conversations, for clients served through a translation."""
@@ -211,12 +86,18 @@ class _Run:
         assert ex.route is not None
         self.loop, self.ex = loop, ex
         self.retry = ex.route.config.retry
+        self.pacing = ex.route.config.pacing
         self.upstreams = ex.route.config.upstreams
         self.budget = wait_budget(ex, self.retry)
         self.index = 0
-        self.kept: _Reply | None = None
+        self.kept: Reply | None = None
         self.error: ProxyError | None = None
         self.fixed_once = False
+        headers = ex.request.headers
+        credential = credential_of(headers)
+        self.client = loop.gate.fingerprint(credential) if credential else ex.request.remote or ""
+        """Whose turn it is in a fair queue: the client's own credential, else its address."""
+        self.priority = parse_priority(headers.get(PRIORITY_HEADER))
 
     @property
     def has_fallback(self) -> bool:
@@ -224,7 +105,7 @@ class _Run:
 
     @property
     def left_s(self) -> float:
-        return self.budget - self.ex.retry.waited_s
+        return self.budget - self.ex.retry.waited_s - self.ex.retry.held_s
 
     async def go(self) -> Dispatch:
         try:
@@ -250,7 +131,7 @@ class _Run:
         assert self.error is not None
         return GiveUp(self.error)
 
-    async def _deliver(self, reply: _Reply) -> Answer:
+    async def _deliver(self, reply: Reply) -> Answer:
         """The answer in the client's API (translated back when the attempt was)."""
         if reply.plan is None:
             return Answer(reply.response, reply.upstream, reply.translation)
@@ -260,16 +141,23 @@ class _Run:
     def _quota_exhausted(self) -> bool:
         return any(a.reason is AttemptReason.QUOTA_EXHAUSTED for a in self.ex.attempts)
 
-    async def _try_upstream(self, upstream: Upstream) -> _Reply | None:
+    async def _try_upstream(self, upstream: Upstream) -> Reply | None:
         """Attempts on one upstream; None means "go on to the next one"."""
         n = 0
         while n < self.retry.max_attempts:
-            if not await self._respect_cooldown(upstream):
+            leg = await self._leg(upstream)
+            if not isinstance(leg, Leg):
+                if isinstance(leg, Reply):
+                    return leg
+                self._keep(leg)
                 return None
-            result = await self._attempt(upstream, n)
-            if isinstance(result, _Reply):
+            go = await self._admit(leg)
+            if go is None:
+                return None
+            result = await self._attempt(leg, go, n)
+            if isinstance(result, Reply):
                 return result
-            self._keep(result, upstream)
+            self._keep(result)
             if result.fixed:
                 continue  # the same request, fixed: again at once, not counted as a retry
             n += 1
@@ -279,10 +167,24 @@ class _Run:
                 return None
             if result.wait_s > self.left_s:
                 return None
-            await self._sleep(result.wait_s, booked=True)
+            await self._sleep(result.wait_s)
         return None
 
-    def _keep(self, failed: _Failed, upstream: Upstream) -> None:
+    async def _leg(self, upstream: Upstream) -> Leg | Reply | Failed:
+        """This upstream's request, or the proxy's own answer when it needs no upstream."""
+        try:
+            leg = await make_leg(self.ex, upstream, self.loop.gate, self.loop.responses)
+        except ProxyError as error:  # the request cannot be put in this upstream's API
+            self.ex.attempts.append(
+                Attempt(upstream.name, AttemptReason.LOCAL, detail=error.message)
+            )
+            return Failed(0.0, retry_same=False, error=error)
+        if isinstance(leg, Reply):
+            status = leg.response.status
+            self.ex.attempts.append(Attempt(upstream.name, AttemptReason.LOCAL, status))
+        return leg
+
+    def _keep(self, failed: Failed) -> None:
         if failed.answer is not None:
             self._discard_kept()
             self.kept = failed.answer
@@ -294,57 +196,67 @@ class _Run:
             self.kept.response.close()
             self.kept = None
 
-    async def _respect_cooldown(self, upstream: Upstream) -> bool:
-        """Wait out a shared cooldown, or say False to fall back (or give up, at the last)."""
-        remaining = await self.loop.store.until(cooldown_key(upstream)) - time.time()
-        if remaining <= 0:
-            return True
-        if self.has_fallback or remaining > self.left_s:
-            self.ex.attempts.append(Attempt(upstream.name, AttemptReason.COOLING_DOWN))
-            if self.kept is None:
-                self.error = RateLimited(
-                    f"upstream {upstream.name!r} is rate limited for {remaining:.1f}s more",
-                    headers={
-                        "retry-after": str(math.ceil(remaining)),
-                        "retry-after-ms": str(math.ceil(remaining * 1000)),
-                        "x-proxy-ratelimited": "upstream",
-                    },
-                )
-            return False
-        self.ex.retry.cooldown_waits.append(upstream.name)
-        await self._sleep(remaining, booked=False)
-        return True
+    async def _admit(self, leg: Leg) -> Go | None:
+        """Wait for the leg's scopes to have room, or move on: to a fallback with room at
+        once, else (the last upstream) with an honest proxy-made 429 once the budget says so."""
+        budget = 0.0
+        if not self.has_fallback:
+            budget = max(0.0, min(self.left_s, self.pacing.max_queue_wait_s))
+        decision = await self.loop.gate.admit(
+            leg.claim, budget_s=budget, client=self.client, priority=self.priority
+        )
+        if isinstance(decision, Go):
+            self._book_hold(decision, leg)
+            return decision
+        self.ex.attempts.append(
+            Attempt(leg.upstream.name, AttemptReason.COOLING_DOWN, detail=decision.reason)
+        )
+        if self.kept is None:
+            self.error = _rate_limited(leg.upstream, decision)
+        self.ex.retry.ratelimited = decision.kind.value
+        return None
 
-    async def _attempt(self, upstream: Upstream, n: int) -> _Reply | _Failed:
+    def _book_hold(self, go: Go, leg: Leg) -> None:
+        retry = self.ex.retry
+        if go.held_for == "cooldown":
+            retry.cooldown_waits.append(leg.upstream.name)
+        if go.held_s > 0:
+            retry.held_s += go.held_s
+            retry.held_for = go.held_for
+
+    async def _attempt(self, leg: Leg, go: Go, n: int) -> Reply | Failed:
         """Send once and classify the answer."""
         t0 = time.monotonic()
-        record = Attempt(upstream.name, AttemptReason.ANSWERED, started=t0)
+        record = Attempt(leg.upstream.name, AttemptReason.ANSWERED, started=t0)
         self.ex.attempts.append(record)
+        gate = self.loop.gate
         try:
-            leg = await self._leg(upstream)
-        except ProxyError as error:  # the request cannot be put in this upstream's API
-            record.reason, record.started, record.detail = AttemptReason.LOCAL, None, error.message
-            return _Failed(0.0, retry_same=False, error=error)
-        if isinstance(leg, _Reply):  # answered without calling the upstream
-            record.reason, record.started = AttemptReason.LOCAL, None
-            record.status = leg.response.status
-            return leg
-        try:
-            live = await open_attempt(self.loop.session, upstream, leg.outgoing, self.loop.timeouts)
+            live = await open_attempt(
+                self.loop.session, leg.upstream, leg.outgoing, self.loop.timeouts
+            )
         except ProxyError as error:
-            return self._failed_to_send(record, error, n, t0)
+            failed = self._failed_to_send(record, error, n, t0)
+            if record.reason is AttemptReason.UNREACHABLE:
+                await gate.release(leg.claim, go.reservation)
+            else:
+                await gate.spent(leg.claim, go.reservation)
+            return failed
+        except BaseException:
+            await asyncio.shield(gate.spent(leg.claim, go.reservation))
+            raise
         record.status = live.status
         record.duration_s = time.monotonic() - t0
-        await self._note_limits(upstream, live.headers)
+        fallback_wait = self._backoff_value(n)
+        await gate.observe(leg.claim, go.reservation, live.status, live.headers, fallback_wait)
         if live.status in self.retry.retry_on:
-            return await self._retryable(record, leg, live, n)
+            return await self._retryable(record, leg, live, fallback_wait)
         if live.status == 200:
             return await self._accept_ok(record, leg, live, n)
         if live.status in _REFUSALS and self.loop.on_refusal is not None and not self.fixed_once:
             return await self._refused(record, leg, live)
         return leg.reply(live)
 
-    async def _refused(self, record: Attempt, leg: _Leg, live: LiveResponse) -> _Reply | _Failed:
+    async def _refused(self, record: Attempt, leg: Leg, live: LiveResponse) -> Reply | Failed:
         """A client error the plugins may be able to fix (a context-length error)."""
         assert self.loop.on_refusal is not None
         answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
@@ -353,34 +265,16 @@ class _Run:
             return leg.reply(answer)
         self.fixed_once = True
         record.reason = AttemptReason.REFUSED_FIXED
-        return _Failed(0.0, retry_same=True, answer=leg.reply(answer), fixed=True)
-
-    async def _leg(self, upstream: Upstream) -> _Leg | _Reply:
-        """The request as this upstream takes it: forwarded, translated, or answered here."""
-        ex = self.ex
-        assert ex.route is not None
-        plan = plan_for(ex, upstream, self.loop.responses)
-        if isinstance(plan, Unsupported):
-            return _Reply(LocalResponse(plan.response()), upstream)
-        if isinstance(plan, Passthrough):
-            outgoing = Outgoing.forwarded(ex, upstream, body_for(ex, upstream))
-            return _Leg(upstream, outgoing, ex.route.provider.name)
-        prepared = await prepare(ex, upstream, plan)
-        if isinstance(prepared, LocalAnswer):
-            outcome = outcome_of(plan, prepared)
-            return _Reply(LocalResponse(prepared.response), upstream, translation=outcome)
-        outcome = outcome_of(plan, prepared.request)
-        provider = provider_of(plan.upstream)
-        return _Leg(upstream, prepared.outgoing, provider, plan, outcome)
+        return Failed(0.0, retry_same=True, answer=leg.reply(answer), fixed=True)
 
     async def _accept_ok(
-        self, record: Attempt, leg: _Leg, live: LiveResponse, n: int
-    ) -> _Reply | _Failed:
+        self, record: Attempt, leg: Leg, live: LiveResponse, n: int
+    ) -> Reply | Failed:
         """A 200 may still fail before it carries anything: a stream's head is held until
         its first content (the commit point), and an error body can be recognised."""
         assert self.ex.route is not None
         streaming = self.ex.route.config.streaming
-        family = _held_family(leg, live) if streaming.commit_point else None
+        family = leg.held_family(live) if streaming.commit_point else None
         if family is not None:
             limits = HoldLimits(
                 streaming.max_hold_s,
@@ -396,67 +290,95 @@ class _Run:
             record.held_bytes = held.held_bytes
             wait = self._backoff(record, n)
             if held.event_type in _OVERLOAD_EVENTS:
-                await self.loop.store.cool(cooldown_key(leg.upstream), time.time() + wait)
-            return _Failed(wait, retry_same=True, answer=leg.reply(held.response))
-        if streaming.error_bodies and _is_json(live):
+                scope = leg.claim.scopes.upstream
+                await self.loop.gate.cooldowns.cool(scope.key, time.time() + wait)
+            return Failed(wait, retry_same=True, answer=leg.reply(held.response))
+        if streaming.error_bodies and "json" in live.headers.get("Content-Type", ""):
             answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
             if _is_error_body(answer.head):
                 record.reason = AttemptReason.ERROR_BODY
                 wait = self._backoff(record, n)
-                return _Failed(wait, retry_same=True, answer=leg.reply(answer))
+                return Failed(wait, retry_same=True, answer=leg.reply(answer))
             return leg.reply(answer)
         return leg.reply(live)
 
-    def _failed_to_send(self, record: Attempt, error: ProxyError, n: int, t0: float) -> _Failed:
+    def _failed_to_send(self, record: Attempt, error: ProxyError, n: int, t0: float) -> Failed:
         record.duration_s = time.monotonic() - t0
         record.detail = error.message
         if isinstance(error, UpstreamTimeout):
             record.reason = AttemptReason.TIMEOUT
             again = self.retry.on_timeout
-            return _Failed(self._backoff(record, n), again, fall_back=again, error=error)
+            return Failed(self._backoff(record, n), again, fall_back=again, error=error)
         if error.status == 502 and error.code == "upstream_bad_response":
             record.reason = AttemptReason.BAD_RESPONSE
-            return _Failed(0.0, retry_same=False, error=error)
+            return Failed(0.0, retry_same=False, error=error)
         record.reason = AttemptReason.UNREACHABLE
-        return _Failed(self._backoff(record, n), retry_same=True, error=error)
+        return Failed(self._backoff(record, n), retry_same=True, error=error)
 
-    async def _retryable(self, record: Attempt, leg: _Leg, live: LiveResponse, n: int) -> _Failed:
-        """A status in ``retry_on``: read its body (kept whole for the client) and its hints."""
-        upstream = leg.upstream
+    async def _retryable(
+        self, record: Attempt, leg: Leg, live: LiveResponse, fallback_wait: float
+    ) -> Failed:
+        """A status in ``retry_on``: read its body (kept whole for the client) and its hints.
+
+        When the answer concerns a paced scope, the pacer holds the next attempt until the
+        provider's window admits it; sleeping here as well would wait twice.
+        """
         record.reason = AttemptReason.RETRYABLE_STATUS
         answer = await read_head(live, _MAX_ERROR_BODY, self.loop.timeouts.idle_s)
         if is_quota_exhausted(live.status, answer.head):
             record.reason = AttemptReason.QUOTA_EXHAUSTED
-            return _Failed(0.0, retry_same=False, answer=leg.reply(answer))
-        hint, unparsed = parse_wait(live.headers)
-        for raw in unparsed:
-            self.loop.log.warning(
-                "unparseable rate-limit header", upstream=upstream.name, header=raw
-            )
+            return Failed(0.0, retry_same=False, answer=leg.reply(answer))
+        hint, _ = parse_wait(live.headers)
+        if self.loop.gate.paces(leg.claim, live.status, live.headers):
+            record.hint = hint.source if hint is not None else "pacing"
+            return Failed(0.0, retry_same=True, answer=leg.reply(answer))
         if hint is not None:
             record.hint, wait = hint.source, hint.seconds
         else:
-            wait = self._backoff(record, n)
-        if live.status in _OVERLOAD:
-            await self.loop.store.cool(cooldown_key(upstream), time.time() + wait)
-        return _Failed(wait, retry_same=True, answer=leg.reply(answer))
+            record.hint, wait = "backoff", fallback_wait
+        return Failed(wait, retry_same=True, answer=leg.reply(answer))
+
+    def _backoff_value(self, n: int) -> float:
+        return backoff(n, self.retry.backoff_base_s, self.retry.backoff_cap_s)
 
     def _backoff(self, record: Attempt, n: int) -> float:
         record.hint = "backoff"
-        return backoff(n, self.retry.backoff_base_s, self.retry.backoff_cap_s)
+        return self._backoff_value(n)
 
-    async def _note_limits(self, upstream: Upstream, headers: CIMultiDictProxy[str]) -> None:
-        """Cool down proactively when the upstream says a bucket is empty, even on success."""
-        if not any(_is_zero(headers.get(name)) for name in _REMAINING):
-            return  # the common case, decided without parsing every rate-limit header
-        seconds = proactive_cooldown(headers, time.time())
-        if seconds:
-            await self.loop.store.cool(cooldown_key(upstream), time.time() + seconds)
-
-    async def _sleep(self, seconds: float, *, booked: bool) -> None:
-        """Wait; a wait asked for by an attempt's answer is booked on that attempt."""
+    async def _sleep(self, seconds: float) -> None:
+        """Wait as the last attempt's answer asked; booked on that attempt."""
         seconds = max(0.0, seconds)
-        if booked and self.ex.attempts:
+        if self.ex.attempts:
             self.ex.attempts[-1].waited_s += seconds
         self.ex.retry.waited_s += seconds
         await asyncio.sleep(seconds)
+
+
+def _rate_limited(upstream: Upstream, hold: Hold) -> RateLimited:
+    """The honest proxy-made 429: when the scope is expected to admit this request."""
+    seconds = max(0.0, hold.seconds)
+    return RateLimited(
+        f"upstream {upstream.name!r} is rate limited ({hold.kind.value} limit, "
+        f"{hold.reason}) for {seconds:.1f}s more",
+        headers={
+            "retry-after": str(math.ceil(seconds)),
+            "retry-after-ms": str(math.ceil(seconds * 1000)),
+            "x-proxy-ratelimited": hold.kind.value,
+        },
+    )
+
+
+def _is_error_body(body: bytes) -> bool:
+    """An OpenAI-compatible 200 that carries an error object, or a choice that failed."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("error") and not doc.get("choices"):
+        return True
+    choices = doc.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") == "error" for c in choices
+    )

@@ -133,7 +133,11 @@ async def test_a_replayed_error_names_the_upstream_that_sent_it(
     url = await start_proxy(raw)
     # request 1: the primary fails asking for a long wait; the secondary serves, says it is empty
     primary.enqueue(Fault(status=500, headers={"retry-after": "100"}))
-    empty = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "100s"}
+    empty = {
+        "x-ratelimit-limit-requests": "1",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "100s",
+    }
     secondary.enqueue(Fault(status=200, headers=empty))
     status, headers, _ = await fetch("POST", url + "/openai" + CHAT, data=BODY, headers=JSON)
     assert (200, "secondary") == (status, headers["x-proxy-upstream"])
@@ -145,7 +149,11 @@ async def test_a_replayed_error_names_the_upstream_that_sent_it(
     assert "Rate limit reached" in json.loads(body)["error"]["message"]  # the fake's own body
     line = (await logs.settled(2))[-1]
     assert "primary" == line["upstream"]
-    assert ["retryable_status", "cooling_down"] == [a["reason"] for a in line["attempts"]]
+    assert [
+        ("primary", "retryable_status"),
+        ("primary", "cooling_down"),  # its retry is held back: the provider said 100 s
+        ("secondary", "cooling_down"),
+    ] == [(a["upstream"], a["reason"]) for a in line["attempts"]]
 
 
 async def test_the_upstream_session_keeps_no_cookies(fake: FakeUpstream, start_proxy: Any) -> None:

@@ -92,7 +92,9 @@ def usd(model: str, prompt: int, completion: int) -> float:
 
 
 def mix_config(fake_url: str) -> dict[str, Any]:
-    raw = base_config(fake_url)
+    """Pacing off: the mix counts cooldowns, retries and fallbacks the way a route without
+    pacing has them (the fake's 429s describe buckets its 200s never refresh)."""
+    raw = base_config(fake_url, pacing={"enabled": False})
     raw["routes"].append(
         {
             "prefix": "/fallback",

@@ -46,14 +46,15 @@ async def test_retry_after_then_success(
     status, headers, _ = await post(proxy_url + "/openai" + CHAT)
     assert 200 == status
     first, second = fake.requests
-    assert second.t - first.t >= 1.0
+    assert second.t - first.t >= 0.95  # the fake's 429 says 60 rpm with none left: ~1 s
     line = await logs.last()
     assert [429, 200] == [a["status"] for a in line["attempts"]]
     assert ("retryable_status", "retry-after") == (
         line["attempts"][0]["reason"],
         line["attempts"][0]["hint"],
     )
-    assert line["retry_wait_ms"] >= 1000
+    assert line["retry_wait_ms"] + line["held_ms"] >= 950
+    assert "requests" == line["held_for"]  # the pacer held it until the bucket refilled
     assert line["fallback"] is False
     assert ("fake-openai", "2") == (headers["x-proxy-upstream"], headers["x-proxy-attempts"])
 
@@ -82,7 +83,9 @@ async def test_overloaded_529_is_retried(fake: FakeUpstream, proxy_url: str) -> 
 async def test_unparseable_hint_falls_back_to_backoff_and_is_logged(
     fake: FakeUpstream, start_proxy: Any, logs: LogCapture
 ) -> None:
-    raw = base_config(fake.url, retry={"backoff_base_s": 0.05, "backoff_cap_s": 0.1})
+    raw = base_config(
+        fake.url, retry={"backoff_base_s": 0.05, "backoff_cap_s": 0.1}, pacing={"enabled": False}
+    )
     url = await start_proxy(raw)
     fake.enqueue(
         Fault(
@@ -182,8 +185,14 @@ async def test_quota_exhausted_is_not_retried(fake: FakeUpstream, proxy_url: str
 async def test_concurrent_requests_wait_for_shared_cooldown(
     fake: FakeUpstream, proxy_url: str
 ) -> None:
-    """50 requests during a cooldown: the upstream sees none of them until it ends."""
-    fake.enqueue(Fault(status=429, headers={"Retry-After": "1"}))
+    """50 requests while the limit is exhausted: the upstream sees none of them until it
+    refills (the 429 says 0 of 6,000 requests a minute left, and no request for 2 s)."""
+    exhausted = {
+        "Retry-After": "2",
+        "x-ratelimit-limit-requests": "6000",
+        "x-ratelimit-remaining-requests": "0",
+    }
+    fake.enqueue(Fault(status=429, headers=exhausted))
     status, _, _ = await post(proxy_url + "/openai" + CHAT, **{"x-proxy-max-wait": "0"})
     assert 429 == status
     cooled_at = fake.requests[0].t
@@ -277,7 +286,11 @@ async def test_success_with_empty_bucket_cools_upstream_proactively(
 ) -> None:
     """A 200 saying x-ratelimit-remaining-requests: 0 sends the next request elsewhere."""
     url = await start_proxy(two_upstreams(fake.url))
-    empty = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}
+    empty = {
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "20s",
+    }
     fake.enqueue(Fault(status=200, headers=empty))
     first = await post(url + "/openai" + CHAT)
     second = await post(url + "/openai" + CHAT)
