@@ -23,7 +23,7 @@ from .plugins.request_log import RequestLog
 from .plugins.usage import UsageAccounting
 from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinned
 from .resilience.attempts import AttemptLoop
-from .resilience.cooldown import make_store
+from .resilience.cooldown import StateEvents, make_store
 from .routing import Router
 from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz
 from .state import STATE, AppState, StateHolder
@@ -79,14 +79,13 @@ def make_app(
         logger = make_logger(config.logging, log_stream)
         if worker is not None:
             logger = logger.bind(worker=worker)
-
-        def state_error(op: str, exc: Exception) -> None:
-            logger.error("shared state unavailable, using local memory", op=op, error=repr(exc))
-
+        state = StateEvents(logger, config.state.display_url)
         res = Resources(
             session=make_session(config.timeouts),
             logger=logger,
-            cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
+            cooldowns=make_store(
+                config.state.backend, config.state.url, state.lost, state.recovered
+            ),
             metrics=metrics,
         )
         app[RESOURCES] = res

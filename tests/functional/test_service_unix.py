@@ -36,7 +36,7 @@ async def test_official_sdks_work_over_the_unix_socket(
     fake: FakeUpstream, tmp_path: Path, sock_dir: Path
 ) -> None:
     path = str(sock_dir / "proxy.sock")
-    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 0, "unix": path})
+    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, "unix": path})
     proxy = ServiceProcess(raw, tmp_path, free_port())
     await proxy.start()
     try:
@@ -92,7 +92,7 @@ async def test_stale_socket_file_is_replaced_and_removed_on_exit(
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))  # a socket file nobody listens on, as a crash leaves it
     stale.close()
-    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 0, "unix": str(path)})
+    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, "unix": str(path)})
     proxy = ServiceProcess(raw, tmp_path, free_port())
     await proxy.start()
     try:

@@ -16,7 +16,7 @@ from tests.conftest import base_config
 @pytest.mark.parametrize(
     ("listen", "error"),
     [
-        ({"port": 70000}, "listen.port: must be 0..65535, got 70000"),
+        ({"port": 70000}, "listen.port: must be 1..65535, got 70000"),
         ({"unix": ""}, "listen.unix: a socket path must be 1..107 bytes, got ''"),
         ({"unix": "/" + "x" * 107}, "listen.unix: a socket path must be 1..107 bytes"),
     ],
