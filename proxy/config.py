@@ -53,13 +53,9 @@ class Listen:
     def __post_init__(self) -> None:
         _port("port", self.port)
         if not (self.allow_remote or is_loopback(self.host)):
-            where = (
-                "every interface"
-                if self.host in ("", "0.0.0.0", "::")
-                else "a non-loopback address"
-            )
+            where = "listens on every interface" if self.host in _ANY else "is not loopback"
             raise ConfigError(
-                f"host: {self.host!r} is {where}: other machines could use the proxy, and with it "
+                f"host: {self.host!r} {where}: other machines could use the proxy, and with it "
                 "any upstream api_key it holds; set listen.allow_remote: true (or pass "
                 "--allow-remote) if that is intended"
             )
@@ -229,7 +225,7 @@ def redact_url(url: str) -> str:
     """``url`` with the password of its userinfo part masked (``redis://:***@host/0``)."""
     parts = urlsplit(url)
     if parts.password is None:
-        return url
+        return url if parts.netloc or "@" not in url else "***@" + url.rpartition("@")[2]
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}:***@{host}").geturl()

@@ -318,7 +318,9 @@ class _Refused(asyncio.Protocol):
 
 
 _PRINTABLE = re.compile(rb"[\x21-\x7e]{1,512}")
-_SAFE_REASON = re.compile(r"[A-Za-z][A-Za-z ,'-]{2,79}")
+_LLHTTP_REASON = re.compile(r"([A-Z][a-z]+(?: [a-z]+){0,8}):\n")
+"""llhttp's own description heading aiohttp's message ("Invalid header value char:\n\n  b'...'"):
+plain lowercase words, so no header name or value can pass for one."""
 
 
 def request_line(head: bytes) -> tuple[str, str]:
@@ -343,7 +345,7 @@ def describe_parse_error(exc: HttpProcessingError, max_header_bytes: int) -> str
         return "invalid request target"
     if isinstance(exc, BadStatusLine):
         return "malformed request line"
-    first = exc.message.split(":", 1)[0].strip() if isinstance(exc.message, str) else ""
-    if _SAFE_REASON.fullmatch(first):  # llhttp's own description, e.g. "Invalid header value char"
-        return first[0].lower() + first[1:]
+    found = _LLHTTP_REASON.match(exc.message) if isinstance(exc.message, str) else None
+    if found is not None:
+        return found.group(1).lower()
     return "malformed headers or framing"

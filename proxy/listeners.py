@@ -164,15 +164,16 @@ class UnixListener:
 
     sock: socket.socket
     path: str
-    identity: tuple[int, int] = (0, 0)
-    """(st_dev, st_ino) of the socket file right after bind: remove() deletes only that file,
-    never one that another process put at the same path since."""
+    identity: tuple[int, int, int] = (0, 0, 0)
+    """(st_dev, st_ino, st_ctime_ns) of the socket file right after bind: remove() deletes
+    only that file, never one that another process put at the same path since (an inode
+    number alone may be reused at once)."""
 
     def remove(self) -> None:
         """Remove our socket file, so a stopped proxy leaves no dead endpoint behind."""
         with contextlib.suppress(OSError):
             st = os.stat(self.path)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.identity:
+            if stat.S_ISSOCK(st.st_mode) and _identity(st) == self.identity:
                 os.unlink(self.path)
 
 
@@ -220,7 +221,11 @@ def bind_unix(
     except OSError as exc:
         sock.close()
         raise ListenError(f"unix:{path}", exc) from None
-    return UnixListener(sock, path, (st.st_dev, st.st_ino))
+    return UnixListener(sock, path, _identity(st))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 @dataclass(frozen=True, slots=True)
