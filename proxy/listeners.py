@@ -91,9 +91,7 @@ def tcp_address(host: str, port: int) -> str:
 
 def _addresses(host: str, port: int) -> list[tuple[int, int, int, Any]]:
     """Every address ``host`` names, as asyncio's create_server binds them ("" is all)."""
-    infos = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     seen: set[Any] = set()
     out: list[tuple[int, int, int, Any]] = []
     for family, kind, proto, _, addr in infos:

@@ -151,7 +151,10 @@ async def serve(
         bound = bind_plan(plan, config.listen, backlog=backlog, reuse_port=svc.shared)
         assert runner.server is not None
         guard = ConnectionGuard(
-            runner.server, limits, logger, Shape(lambda: app[STATE].current.config.routes),
+            runner.server,
+            limits,
+            logger,
+            Shape(lambda: app[STATE].current.config.routes),
             app[METRICS],
         )
         addresses = await start_sites(runner, bound, guard, backlog)
