@@ -121,8 +121,8 @@ def test_status_class(status: int | None, label: str) -> None:
 
 def test_every_metric_follows_prometheus_naming() -> None:
     families = list(Metrics().registry.collect())
-    for family in families:
-        assert family.name.startswith("llm_proxy_")
+    for family in families:  # process_*: prometheus-client's standard process collector
+        assert family.name.startswith(("llm_proxy_", "process_"))
         if family.type == "histogram":
             assert family.name.endswith("_seconds")
     names = {f.name for f in families}
@@ -139,6 +139,11 @@ def test_every_metric_follows_prometheus_naming() -> None:
         "llm_proxy_context_trims",
         "llm_proxy_in_flight_requests",
         "llm_proxy_in_flight_streams",
+        "llm_proxy_build_info",
+        "llm_proxy_connections_refused",
+        "llm_proxy_client_timeouts",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     } <= names
 
 
