@@ -145,19 +145,7 @@ async def serve(
         loop.add_signal_handler(sig, callback)
     bound = Bound()
     try:
-        backlog = _backlog(config, logger)
-        if config.metrics.enabled and config.metrics.port is not None:  # first: a port that
-            await _serve_metrics(app, config, svc.shared, runners, backlog)  # is taken fails it all
-        bound = bind_plan(plan, config.listen, backlog=backlog, reuse_port=svc.shared)
-        assert runner.server is not None
-        guard = ConnectionGuard(
-            runner.server,
-            limits,
-            logger,
-            Shape(lambda: app[STATE].current.config.routes),
-            app[METRICS],
-        )
-        addresses = await start_sites(runner, bound, guard, backlog)
+        bound, addresses = await _listen(app, config, svc, plan, runners, limits, logger)
         if svc.parent is not None:
             _watch_parent(loop, svc.parent, stop.requested, logger)
         logger.info("listening", addresses=addresses, pid=os.getpid())
@@ -180,6 +168,37 @@ async def serve(
             if svc.shared:  # a worker exits next: a late forwarded SIGTERM must not kill it
                 signal.signal(sig, signal.SIG_IGN)
         bound.close()
+
+
+async def _listen(
+    app: web.Application,
+    config: Config,
+    svc: Service,
+    plan: Plan,
+    runners: list[web.AppRunner],
+    limits: ConnectionLimits,
+    logger: Any,
+) -> tuple[Bound, list[str]]:
+    """Bind and serve every listening socket (/metrics' own first: a port that is taken fails
+    it all), each connection through the guard; what was bound, and the addresses."""
+    backlog = _backlog(config, logger)
+    if config.metrics.enabled and config.metrics.port is not None:
+        await _serve_metrics(app, config, svc.shared, runners, backlog)
+    runner = runners[0]
+    assert runner.server is not None
+    bound = bind_plan(plan, config.listen, backlog=backlog, reuse_port=svc.shared)
+    guard = ConnectionGuard(
+        runner.server,
+        limits,
+        logger,
+        Shape(lambda: app[STATE].current.config.routes),
+        app[METRICS],
+    )
+    try:
+        return bound, await start_sites(runner, bound, guard, backlog)
+    except BaseException:
+        bound.close()
+        raise
 
 
 def _signals(
