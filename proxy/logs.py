@@ -13,6 +13,7 @@ from typing import IO, Any, TextIO, cast
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .config import Logging
 
@@ -159,14 +160,17 @@ def make_logger(cfg: Logging, stream: IO[str] | None = None) -> Any:
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+_CLIENT_ERRORS = (HttpProcessingError, RequestPayloadError, ConnectionError)
+
+
 class ServerLog:
     """Stands in for aiohttp's ``aiohttp.server`` logger (``RequestHandler(logger=...)``).
 
     Unconfigured, that logger's records reach stderr through ``logging.lastResort`` as a
     traceback. Here each record is one structured line instead: the exception's type always,
-    its text and traceback only for what is not an HTTP parse error (whose text quotes the
-    client's bytes, a header with its key included). Parse errors aiohttp answers itself are
-    rendered by connections.py and never get here; this keeps any other path equally quiet.
+    its text and traceback only for what a client did not cause (a parse error's text quotes
+    the client's bytes, a header with its key included). Parse errors aiohttp answers itself
+    are rendered by connections.py and never get here; this keeps any other path as quiet.
     """
 
     def __init__(self, target: Any = None) -> None:
@@ -183,7 +187,7 @@ class ServerLog:
         fields: dict[str, Any] = {"source": "aiohttp.server"}
         if isinstance(exc, BaseException):
             fields["error_type"] = type(exc).__name__
-            if not isinstance(exc, HttpProcessingError):
+            if not isinstance(exc, _CLIENT_ERRORS):
                 fields["error"] = str(exc)
                 fields["traceback"] = "".join(traceback.format_exception(exc)).rstrip()
         getattr(self.target, level)(text, **fields)
