@@ -8,6 +8,7 @@ import configparser
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +80,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the demo uses curl (apt install curl)")
 def test_offline_demo_block_prints_the_answers(tmp_path: Path) -> None:
     block = code_blocks(section("Demo without internet"), "sh")[0]
     for port in ("8080", "9000"):  # the README's ports, unless this machine already uses one
