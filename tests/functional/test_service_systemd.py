@@ -74,6 +74,9 @@ def test_service_unit_is_notify_reloads_by_sighup_and_is_sandboxed() -> None:
     }
     assert expected == {key: unit.get(key) for key in expected}
     assert "--config /etc/llm-proxy/config.yaml" in unit["ExecStart"][0]
+    # prometheus-client's process collector needs /proc/stat (boot time), which ProcSubset=pid
+    # hides: the process_* metrics would be silently empty
+    assert None is unit.get("ProcSubset")
 
 
 def test_socket_unit_activates_the_service_on_the_default_address() -> None:
