@@ -25,7 +25,7 @@ from .plugins.usage import UsageAccounting
 from .pricing import PriceTable
 from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinned
 from .resilience.attempts import AttemptLoop
-from .resilience.cooldown import make_store
+from .resilience.cooldown import StateEvents, make_store
 from .resilience.gate import ScopeGate
 from .resilience.pacer import Pacer
 from .resilience.pacing_store import PacingStore, RedisPacingStore, make_pacing_store
@@ -122,19 +122,13 @@ def make_app(
         logger = make_logger(config.logging, log_stream)
         if worker is not None:
             logger = logger.bind(worker=worker)
-
-        def state_error(op: str, exc: Exception) -> None:
-            logger.error("shared state unavailable, using local memory", op=op, error=repr(exc))
-
-        def state_back() -> None:
-            logger.info("shared state is back", backend=config.state.backend)
-
+        events = StateEvents(logger, config.state.display_url)
         state = config.state
-        pacing_store = make_pacing_store(state.backend, state.url, state_error, state_back)
+        pacing_store = make_pacing_store(state.backend, state.url, events.lost, events.recovered)
         res = Resources(
             session=make_session(config.timeouts),
             logger=logger,
-            cooldowns=make_store(state.backend, state.url, on_error=state_error),
+            cooldowns=make_store(state.backend, state.url, events.lost, events.recovered),
             metrics=metrics,
             pacer=Pacer(pacing_store),
             fingerprint=Fingerprinter(await _fingerprint_secret(config, pacing_store)),

@@ -1,15 +1,16 @@
 """Typed configuration, loaded and validated once at startup.
 
 Every error names the key path (``routes[1].upstreams[0].base_url: ...``) so an operator can fix
-the file without reading code. This is the only module that reads files or the environment.
+the file without reading code. This module and config_parse.py (the file, ``${VAR}``, the
+generic building) are the only ones that read files or the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import grp
+import ipaddress
 import os
-import re
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,12 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-
-
-class ConfigError(Exception):
-    """A config problem, with the key path it concerns."""
-
+from .config_parse import ConfigError, FileMode, build, expand_env, read_yaml
 
 Provider = Literal["openai", "anthropic"]
 
@@ -31,16 +27,79 @@ Provider = Literal["openai", "anthropic"]
 class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
+    allow_remote: bool = False
+    """A host other than a loopback address needs this: anyone who reaches the port uses the
+    proxy, and with it every upstream ``api_key`` in this file."""
     unix: str | None = None
     """Also listen on this Unix socket path (a sidecar's apps reach it with no TCP port)."""
+    unix_mode: FileMode | None = None
+    """The socket file's permission bits (e.g. ``"0660"``); None: what the umask leaves."""
+    unix_group: str | int | None = None
+    """The socket file's group (name or gid), so the app's user can connect with ``0660``."""
+    backlog: int = 1024
+    """Accept queue length per listening socket; the kernel caps it at net.core.somaxconn."""
+    max_connections: int | None = None
+    """Open client connections per process; more are closed at once. None: half the file
+    descriptor limit (each proxied request also holds an upstream connection)."""
+    header_timeout_s: float = 10.0
+    """A request's line and headers must arrive within this, from their first byte."""
+    body_timeout_s: float = 60.0
+    """A request's body must arrive within this, from the end of its headers."""
+    idle_timeout_s: float = 75.0
+    """A connection with no request running is closed after this (keep-alive)."""
+    max_header_bytes: int = 8190
+    """Longest request line, and longest header line; longer gets a 400."""
+    max_headers: int = 128
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port: must be 0..65535, got {self.port!r}")
+        _port("port", self.port)
+        if not (self.allow_remote or is_loopback(self.host)):
+            where = "listens on every interface" if self.host in _ANY else "is not loopback"
+            raise ConfigError(
+                f"host: {self.host!r} {where}: other machines could use the proxy, and with it "
+                "any upstream api_key it holds; set listen.allow_remote: true (or pass "
+                "--allow-remote) if that is intended"
+            )
         if self.unix is not None and not 0 < len(os.fsencode(self.unix)) <= _UNIX_PATH_MAX:
             raise ConfigError(
                 f"unix: a socket path must be 1..{_UNIX_PATH_MAX} bytes, got {self.unix!r}"
             )
+        if self.unix_mode is not None and not 0 <= self.unix_mode <= 0o777:
+            raise ConfigError(
+                f"unix_mode: must be 0..0777, got {self.unix_mode!r} (write it in octal, quoted: "
+                "'0660')"
+            )
+        if self.unix_group is not None:
+            object.__setattr__(self, "unix_group", _group_id(self.unix_group))
+        _positive("backlog", self.backlog)
+        if self.max_connections is not None:
+            _positive("max_connections", self.max_connections)
+        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            _positive(name, getattr(self, name))
+        _positive("max_header_bytes", self.max_header_bytes)
+        _positive("max_headers", self.max_headers)
+
+
+_ANY = ("", "0.0.0.0", "::")
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address literal; a name is not resolved (no network here)."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _group_id(group: str | int) -> int:
+    if isinstance(group, int) or group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"unix_group: no such group: {group!r}") from None
 
 
 _UNIX_PATH_MAX = 107
@@ -63,6 +122,11 @@ class Upstream:
 
     def __post_init__(self) -> None:
         _check_url(self.base_url)
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError(
+                "api_key: is empty (an environment variable set to ''?); remove the key to pass "
+                "clients' own credentials through"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +142,11 @@ class Retry:
 
     def __post_init__(self) -> None:
         _positive("max_attempts", self.max_attempts)
-        _non_negative("max_wait_s", self.max_wait_s)
+        for name in ("max_wait_s", "backoff_base_s", "backoff_cap_s"):
+            _non_negative(name, getattr(self, name))
+        bad = [s for s in self.retry_on if not 100 <= s <= 599]
+        if bad:
+            raise ConfigError(f"retry_on: HTTP statuses are 100..599, got {bad[0]!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +270,31 @@ class State:
     def __post_init__(self) -> None:
         if self.backend == "redis" and not self.url:
             raise ConfigError("url: required when backend is redis")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in _REDIS_SCHEMES or not (parts.hostname or parts.path):
+                raise ConfigError(
+                    f"url: not a Redis URL (redis://host:port/db, rediss://, unix://path): "
+                    f"{redact_url(self.url)!r}"
+                )
+
+    @property
+    def display_url(self) -> str | None:
+        """The URL for messages: any password replaced by ``***``."""
+        return None if self.url is None else redact_url(self.url)
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo part masked (``redis://:***@host/0``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url if parts.netloc or "@" not in url else "***@" + url.rpartition("@")[2]
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +309,10 @@ class Metrics:
     host: str | None = None
     """When set with port, /metrics is served on its own listen address instead of the proxy's."""
     port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.port is not None:
+            _port("port", self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,10 +397,13 @@ class Config:
     workers: int = 1
 
     def __post_init__(self) -> None:
+        if not self.routes:
+            raise ConfigError("routes: at least one route is required")
         prefixes = [r.prefix for r in self.routes]
         if len(set(prefixes)) != len(prefixes):
             raise ConfigError("routes: prefixes must be unique")
         _positive("workers", self.workers)
+        _non_negative("drain_timeout_s", self.drain_timeout_s)
 
 
 def _positive(name: str, value: float) -> None:
@@ -316,6 +416,11 @@ def _non_negative(name: str, value: float) -> None:
         raise ConfigError(f"{name}: must be >= 0, got {value!r}")
 
 
+def _port(name: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name}: must be 1..65535, got {value!r}")
+
+
 def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -324,123 +429,43 @@ def _check_url(url: str) -> None:
         raise ConfigError(f"base_url: must not carry a query or fragment: {url!r}")
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+INHERITED = {"retry": Retry, "context": Context, "streaming": Streaming, "pacing": Pacing}
+"""Top-level sections every route inherits; a route's own keys override them one by one."""
 
 
-def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string; a missing VAR is an error."""
-    if isinstance(value, str):
+def from_dict(
+    raw: Any, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Validate parsed YAML; route-level ``context``/``retry`` inherit the top level.
 
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set")
-
-        return _VAR.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: expand_env(v, env, _join(path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def build(cls: Any, raw: Any, path: str) -> Any:
-    """Build a value of type ``cls`` from plain YAML data, naming ``path`` in every error."""
-    origin = typing.get_origin(cls)
-    args = typing.get_args(cls)
-    where = path or "<root>"
-    if dataclasses.is_dataclass(cls):
-        return _build_dataclass(cls, raw, path)
-    if origin in (typing.Union, types.UnionType):
-        if raw is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return build(inner[0], raw, path)
-    if origin is Literal:
-        if raw not in args:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(str, args))}; got {raw!r}")
-        return raw
-    if origin is tuple:
-        if not isinstance(raw, list):
-            raise ConfigError(f"{where}: expected a list, got {type(raw).__name__}")
-        return tuple(build(args[0], v, f"{path}[{i}]") for i, v in enumerate(raw))
-    if origin is dict:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-        return {str(k): build(args[1], v, _join(path, str(k))) for k, v in raw.items()}
-    return _build_scalar(cls, raw, where)
-
-
-def _build_scalar(cls: Any, raw: Any, where: str) -> Any:
-    if cls is bool:
-        if not isinstance(raw, bool):
-            raise ConfigError(f"{where}: expected true or false, got {raw!r}")
-        return raw
-    if cls is int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{where}: expected an integer, got {raw!r}")
-        return raw
-    if cls is float:
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ConfigError(f"{where}: expected a number, got {raw!r}")
-        return float(raw)
-    if cls is str:
-        if not isinstance(raw, str):
-            raise ConfigError(f"{where}: expected a string, got {raw!r}")
-        return raw
-    raise ConfigError(f"{where}: unsupported type {cls!r}")  # pragma: no cover
-
-
-def _build_dataclass(cls: Any, raw: Any, path: str) -> Any:
-    where = path or "<root>"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, raw)) - set(fields))
-    if unknown:
-        raise ConfigError(f"{_join(path, unknown[0])}: unknown key (allowed: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in raw:
-            kwargs[name] = build(hints[name], raw[name], _join(path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{_join(path, name)}: required key is missing")
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{_join(path, str(exc))}") from None
-
-
-def from_dict(raw: Any, env: Mapping[str, str] | None = None) -> Config:
-    """Validate parsed YAML; route-level ``context``/``retry``/``pacing`` inherit the top
-    level."""
+    ``overrides`` (the command line's) replace keys of the file before validation, one level
+    deep (``{"listen": {"port": 9000}}``), so a flag can also make a file's value acceptable.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("<root>: expected a mapping")
     data = expand_env(raw, os.environ if env is None else env)
-    for i, route in enumerate(data.get("routes") or []):
+    for key, value in (overrides or {}).items():
+        section = data.get(key)
+        if isinstance(value, Mapping) and isinstance(section, dict):
+            data[key] = {**section, **value}
+        else:
+            data[key] = value
+    for key, cls in INHERITED.items():  # on its own first, so its errors name `context.<key>`
+        build(cls, data.get(key), key)
+    routes = data.get("routes")
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
         if not isinstance(route, dict):
             continue
-        for key in ("context", "retry", "streaming", "pacing"):
+        own_pacing = route.get("pacing")
+        if isinstance(own_pacing, dict) and "fingerprint_secret" in own_pacing:
+            raise ConfigError(f"routes[{i}].pacing.fingerprint_secret: top level only")
+        for key in INHERITED:
             top, own = data.get(key) or {}, route.get(key) or {}
-            if not isinstance(top, dict) or not isinstance(own, dict):
-                continue  # the type error is reported by build() with its path
-            if key == "pacing" and "fingerprint_secret" in own:
-                raise ConfigError(f"routes[{i}].pacing.fingerprint_secret: top level only")
-            route[key] = {**top, **own}
-        data["routes"][i] = route
+            if isinstance(top, dict) and isinstance(own, dict):  # else build() names the error
+                route[key] = {**top, **own}
     if "routes" not in data:
         raise ConfigError("routes: required key is missing")
-    config = build(Config, data, "")
+    config = typing.cast(Config, build(Config, data, ""))
     check_budgets(config, raw)
     return _with_admin_token(config, os.environ if env is None else env)
 
@@ -509,14 +534,13 @@ def _anchor_store(cfg: Config, folder: Path) -> Config:
     return dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, path=str(folder / path)))
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML config file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return _anchor_store(from_dict(raw, env), Path(path).absolute().parent)
+def load(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read and validate a YAML config file; every problem is one line naming the file or key."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (routes:, listen:, ...)")
+    return _anchor_store(from_dict(raw, env, overrides), Path(path).absolute().parent)

@@ -6,11 +6,14 @@ import atexit
 import re
 import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import MutableMapping
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .config import Logging
 
@@ -138,7 +141,9 @@ def make_logger(cfg: Logging, stream: IO[str] | None = None) -> Any:
         if console
         else structlog.processors.JSONRenderer()
     )
-    sink: Any = QueuedLineWriter(out) if stream is None else structlog.WriteLogger(out)
+    sink: Any = (
+        QueuedLineWriter(out) if stream is None else structlog.WriteLogger(cast(TextIO, out))
+    )
     return structlog.wrap_logger(
         sink,
         processors=[
@@ -153,3 +158,53 @@ def make_logger(cfg: Logging, stream: IO[str] | None = None) -> Any:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+_CLIENT_ERRORS = (HttpProcessingError, RequestPayloadError, ConnectionError)
+
+
+class ServerLog:
+    """Stands in for aiohttp's ``aiohttp.server`` logger (``RequestHandler(logger=...)``).
+
+    Unconfigured, that logger's records reach stderr through ``logging.lastResort`` as a
+    traceback. Here each record is one structured line instead: the exception's type always,
+    its text and traceback only for what a client did not cause (a parse error's text quotes
+    the client's bytes, a header with its key included). Parse errors aiohttp answers itself
+    are rendered by connections.py and never get here; this keeps any other path as quiet.
+    """
+
+    def __init__(self, target: Any = None) -> None:
+        self.target = target
+        """The structlog logger; set once the app's logger exists (nothing logs before)."""
+
+    def _emit(self, level: str, msg: object, args: tuple[Any, ...], exc: Any) -> None:
+        if self.target is None:
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = str(msg)
+        fields: dict[str, Any] = {"source": "aiohttp.server"}
+        if isinstance(exc, BaseException):
+            fields["error_type"] = type(exc).__name__
+            if not isinstance(exc, _CLIENT_ERRORS):
+                fields["error"] = str(exc)
+                fields["traceback"] = "".join(traceback.format_exception(exc)).rstrip()
+        getattr(self.target, level)(text, **fields)
+
+    def debug(self, msg: object, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        self._emit("debug", msg, args, exc_info)
+
+    def info(self, msg: object, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        self._emit("info", msg, args, exc_info)
+
+    def warning(self, msg: object, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        self._emit("warning", msg, args, exc_info)
+
+    def error(self, msg: object, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        self._emit("error", msg, args, exc_info)
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **_: Any) -> None:
+        if exc_info is True:
+            exc_info = sys.exc_info()[1]
+        self._emit("error", msg, args, exc_info)

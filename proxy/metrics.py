@@ -23,6 +23,7 @@ many in-process apps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
     values,
@@ -41,6 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
 from .models import NONE, OTHER, ModelRegistry
+from .version import __version__
 
 __all__ = ["NONE", "OTHER", "Metrics", "ModelLabels"]
 
@@ -121,6 +124,7 @@ class Metrics:
         )
         self._token_counters(r)
         self._resilience_counters(r)
+        self._process_collectors(r)
         self.incomplete = Counter(
             "llm_proxy_incomplete_responses",
             "Responses that started but did not finish cleanly (reason: upstream or client).",
@@ -165,6 +169,33 @@ class Metrics:
             self._in_flight.set(len(self.live))
             self._in_flight_streams.set(self.live_streams())
             await asyncio.sleep(interval_s)
+
+    def _process_collectors(self, r: CollectorRegistry) -> None:
+        """The build, the process (``process_*``, one process only: shared mode reads every
+        live worker's at scrape, see :class:`_LiveWorkers`) and the client connections."""
+        mode: Any = "max"
+        self.build_info = Gauge(
+            "llm_proxy_build_info",
+            "Always 1; the running version is its label.",
+            ["version"],
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.build_info.labels(__version__).set(1)
+        if self.shared_dir is None:
+            ProcessCollector(registry=r)
+        self.connections_refused = Counter(
+            "llm_proxy_connections_refused",
+            "Client connections closed at once because listen.max_connections were open.",
+            registry=r,
+        )
+        self.client_timeouts = Counter(
+            "llm_proxy_client_timeouts",
+            "Client connections closed for sending a request's head or body too slowly "
+            "(phase: header or body).",
+            ["phase"],
+            registry=r,
+        )
 
     def _token_counters(self, r: CollectorRegistry) -> None:
         by_source = [*_BY_MODEL, "source"]
@@ -266,6 +297,7 @@ class Metrics:
         if self.shared_dir is not None:
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged, path=self.shared_dir)
+            merged.register(_LiveWorkers(self.shared_dir))
             return generate_latest(merged)
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
 
@@ -282,6 +314,38 @@ class _WithoutCreated:
         for family in self._registry.collect():  # fresh objects on every collect
             family.samples = [s for s in family.samples if not s.name.endswith("_created")]
             yield family
+
+
+class _LiveWorkers:
+    """Shared mode: ``process_*`` of every live worker, each series labelled with its ``pid``.
+
+    prometheus-client's ProcessCollector reads one process and its multiprocess files cannot
+    carry it, so the worker answering a scrape reads its siblings' /proc entries itself. The
+    live workers are those with ``livesum`` files (``forget_process`` removes a dead one's).
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+
+    def pids(self) -> list[int]:
+        found = set()
+        for name in os.listdir(self._dir):
+            stem, _, pid = name.removesuffix(".db").rpartition("_")
+            if stem == "gauge_livesum" and pid.isdigit():
+                found.add(int(pid))
+        return sorted(found)
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in self.pids():
+            reader = ProcessCollector(pid=functools.partial(int, pid), registry=None)
+            for family in reader.collect():
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for s in family.samples:
+                    merged.add_sample(s.name, {**s.labels, "pid": str(pid)}, s.value)
+        yield from families.values()
 
 
 METRICS = web.AppKey("metrics", Metrics)

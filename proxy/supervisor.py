@@ -32,13 +32,21 @@ from typing import Any, NoReturn
 
 from .app import make_app
 from .config import Config
-from .listeners import Plan, bind_unix, remove_unix, reserve_tcp
+from .listeners import (
+    Plan,
+    UnixListener,
+    bind_unix,
+    describe,
+    effective_backlog,
+    reserve_tcp,
+    somaxconn,
+)
 from .logs import make_logger
 from .metrics import forget_process
 from .plugins.usage import warm_token_encodings
 from .reload import adopt
 from .sdnotify import Notifier, parse
-from .service import Service, run, serve
+from .service import Service, Startup, log_startup, loop_factory, run, serve
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 10.0
@@ -59,6 +67,7 @@ class Launch:
     inherited: Sequence[socket.socket] = ()
     """Listening sockets from systemd's socket activation."""
     loop: str = "auto"
+    startup: Startup = field(default_factory=Startup)
 
 
 @dataclass(slots=True)
@@ -100,7 +109,7 @@ def run_worker(
     try:
         run(serve(app, config, service=service), launch.loop)
     except OSError as exc:
-        print(f"llm-proxy: worker {index} cannot listen: {exc}", file=sys.stderr)
+        print(f"llm-proxy: worker {index}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -119,9 +128,11 @@ class Supervisor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._reserved: list[socket.socket] = []
         self._plan = Plan()
-        self._unix: str | None = None
+        self._unix: UnixListener | None = None
+        self._addresses: list[str] = []
         self._metrics_dir: str | None = None
         self._stopping = False
+        self._stopping_now = False
         self._kill_at: float | None = None
         self._announced = False
         self._reloading = False
@@ -145,13 +156,18 @@ class Supervisor:
 
     def _listen(self) -> Plan:
         if self.launch.inherited:
+            self._addresses = [describe(s.getsockname()) for s in self.launch.inherited]
             return Plan(sockets=tuple(self.launch.inherited))
         listen = self.config.listen
         self._reserved, port = reserve_tcp(listen.host, listen.port)
-        unix = ()
+        self._addresses = [describe(s.getsockname()) for s in self._reserved]
+        unix: tuple[socket.socket, ...] = ()
         if listen.unix:
-            unix = (bind_unix(listen.unix),)
-            self._unix = listen.unix
+            gid = listen.unix_group if isinstance(listen.unix_group, int) else None
+            backlog = effective_backlog(listen.backlog, somaxconn())
+            self._unix = bind_unix(listen.unix, backlog, listen.unix_mode, gid)
+            unix = (self._unix.sock,)
+            self._addresses.append(f"unix:{listen.unix}")
         return Plan(sockets=unix, tcp=(listen.host, port))
 
     def _install_signals(self) -> None:
@@ -233,6 +249,7 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)  # until the server handles it
         self._sel.close()
         for sock in (self._wake_r, self._wake_w, *self._reserved):
             sock.close()
@@ -275,6 +292,8 @@ class Supervisor:
             if all(s.ready for s in self.slots):
                 self._announced, self._reloading = True, False
                 self.log.info("all workers ready", workers=len(self.slots))
+                loop = "asyncio" if loop_factory(self.launch.loop) is None else "uvloop"
+                log_startup(self.log, self.config, self.launch.startup, self._addresses, loop)
                 self.launch.notifier.ready(status=serving)
             return
         if self._reloading and not any(s.reload for s in self.slots):
@@ -360,6 +379,7 @@ class Supervisor:
 
     def _stop(self) -> None:
         if self._stopping:
+            self._stop_now()
             return
         self._stopping = True
         self.launch.notifier.stopping()
@@ -369,6 +389,17 @@ class Supervisor:
             if slot.pid is not None:
                 os.kill(slot.pid, signal.SIGTERM)
         self._kill_at = time.monotonic() + self.config.drain_timeout_s + KILL_GRACE_S
+
+    def _stop_now(self) -> None:
+        """A second stop signal: the workers cut their drains (SIGQUIT, see service.py)."""
+        alive = self._alive()
+        if not alive or self._stopping_now:
+            return
+        self._stopping_now = True
+        self.log.warning("second stop signal, workers stop now", workers=len(alive))
+        for slot in alive:
+            os.kill(slot.pid, signal.SIGQUIT)  # type: ignore[arg-type]
+        self._kill_at = time.monotonic() + KILL_GRACE_S
 
     def _cleanup(self) -> None:
         for slot in self._alive():  # only after an unexpected error in the supervisor itself
@@ -380,7 +411,8 @@ class Supervisor:
         self._sel.close()
         for sock in (self._wake_r, self._wake_w, *self._reserved, *self._plan.sockets):
             sock.close()
-        remove_unix(self._unix)
+        if self._unix is not None:
+            self._unix.remove()
         if self._metrics_dir is not None:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 

@@ -76,7 +76,7 @@ async def fake(aiohttp_server: Callable[..., Any]) -> FakeUpstream:
 def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     """A config dict with an OpenAI and an Anthropic route, both aimed at ``upstream_url``."""
     raw: dict[str, Any] = {
-        "listen": {"host": "127.0.0.1", "port": 0},
+        "listen": {"host": "127.0.0.1", "port": 8080},  # in-process tests ignore it
         "routes": [
             {
                 "prefix": "/openai",

@@ -30,12 +30,15 @@ class ProxyProcess:
         *args: str,
         pass_fds: Sequence[int] = (),
         prefix: Sequence[str] = (),
+        new_session: bool = False,
         **env: str,
     ) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.args = list(args)
         self.pass_fds = tuple(pass_fds)
         self.prefix = list(prefix)
+        self.new_session = new_session
+        """Its own process group, so a test can signal it as a terminal's Ctrl-C does."""
         self.config_path = tmp_path / "config.yaml"
         self.write_config(raw_config)
         self.port = port
@@ -58,6 +61,7 @@ class ProxyProcess:
             cwd=ROOT,
             env=self._env,
             pass_fds=self.pass_fds,
+            start_new_session=self.new_session,
         )
         await self.wait_healthy(timeout)
 
@@ -90,6 +94,11 @@ class ProxyProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def signal_group(self, sig: int) -> None:
+        """``sig`` to the whole process group (needs ``new_session``), as Ctrl-C sends it."""
+        assert self.proc is not None and self.new_session
+        os.killpg(self.proc.pid, sig)
 
     async def wait(self, timeout: float = 20.0) -> int:
         assert self.proc is not None

@@ -14,7 +14,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import asyncpg  # type: ignore[import-untyped]
+try:
+    import asyncpg  # type: ignore[import-untyped]
+except ImportError as exc:  # an optional extra: say how to get it
+    raise ImportError(
+        "store.backend postgres needs asyncpg: pip install 'llm-proxy[postgres]'"
+    ) from exc
 
 from . import store as sql
 from .keys import KeyRecord

@@ -11,14 +11,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-__all__ = ["CooldownStore", "MemoryCooldownStore", "RedisCooldownStore", "make_store"]
+__all__ = [
+    "CooldownStore",
+    "MemoryCooldownStore",
+    "RedisCooldownStore",
+    "StateEvents",
+    "make_store",
+]
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -192,12 +198,48 @@ class RedisCooldownStore:
             self._on_error(op, exc)
 
 
-def make_store(backend: str, url: str | None, on_error: OnError | None = None) -> CooldownStore:
+class StateEvents:
+    """What the operator is told about the shared store: lost (with the operation and error)
+    and back, both naming the Redis URL without its password (``display_url``).
+
+    Several stores (cooldowns, pacing) share one Redis and one of these: an outage is told
+    once, when the first store notices, and its end once, when the first store is back.
+    """
+
+    def __init__(self, logger: Any, display_url: str | None) -> None:
+        self._log = logger
+        self._url = display_url
+        self._down = False
+
+    def lost(self, op: str, exc: Exception) -> None:
+        if self._down:
+            return
+        self._down = True
+        self._log.error(
+            "shared state unavailable, using local memory",
+            url=self._url,
+            op=op,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
+    def recovered(self) -> None:
+        if not self._down:
+            return
+        self._down = False
+        self._log.info("shared state is back", url=self._url)
+
+
+def make_store(
+    backend: str,
+    url: str | None,
+    on_error: OnError | None = None,
+    on_recover: Callable[[], None] | None = None,
+) -> CooldownStore:
     """The configured store: "memory" (one process) or "redis" (needs `url`)."""
     if backend == "memory":
         return MemoryCooldownStore()
     if backend == "redis":
         if not url:
             raise ValueError("cooldown backend 'redis' needs a url (e.g. redis://localhost:6379/0)")
-        return RedisCooldownStore(url, on_error=on_error)
+        return RedisCooldownStore(url, on_error=on_error, on_recover=on_recover)
     raise ValueError(f"unknown cooldown backend {backend!r}; expected 'memory' or 'redis'")

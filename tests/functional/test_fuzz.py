@@ -71,7 +71,7 @@ def _read(path: Path) -> str:
 
 def fuzz_config(upstream_url: str) -> dict[str, Any]:
     return {
-        "listen": {"host": "127.0.0.1", "port": 0},
+        "listen": {"host": "127.0.0.1", "port": 8080},
         "limits": {"max_body_bytes": MAX_BODY_BYTES},
         "logging": {"format": "json"},
         "routes": fuzz_routes(upstream_url),

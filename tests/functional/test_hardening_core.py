@@ -46,7 +46,7 @@ def upstream(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
 def config(*upstreams: dict[str, Any], provider: str = "openai", **route: Any) -> dict[str, Any]:
     """One route at ``/r`` over ``upstreams``; ``route`` adds route keys (retry, context)."""
     routes = [{"prefix": "/r", "provider": provider, "upstreams": list(upstreams), **route}]
-    return {"listen": {"host": "127.0.0.1", "port": 0}, "routes": routes}
+    return {"listen": {"host": "127.0.0.1", "port": 8080}, "routes": routes}
 
 
 def one_attempt(*upstreams: dict[str, Any], **route: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.cli import EXIT_CONFIG
 from tests.process import ROOT
 
 UNITS = ROOT / "systemd"
@@ -69,11 +70,32 @@ def test_service_unit_is_notify_reloads_by_sighup_and_is_sandboxed() -> None:
         "CapabilityBoundingSet": [""],
         "RestrictAddressFamilies": ["AF_INET AF_INET6 AF_UNIX"],
         "LimitNOFILE": ["65536"],
+        "RestartPreventExitStatus": [str(EXIT_CONFIG)],
     }
     assert expected == {key: unit.get(key) for key in expected}
     assert "--config /etc/llm-proxy/config.yaml" in unit["ExecStart"][0]
+    # prometheus-client's process collector needs /proc/stat (boot time), which ProcSubset=pid
+    # hides: the process_* metrics would be silently empty
+    assert None is unit.get("ProcSubset")
 
 
 def test_socket_unit_activates_the_service_on_the_default_address() -> None:
     unit = directives(UNITS / "llm-proxy.socket")
     assert ["127.0.0.1:8080"] == unit["ListenStream"]
+
+
+def test_a_refused_config_exits_with_the_status_the_unit_does_not_restart_on(
+    tmp_path: Path,
+) -> None:
+    unit = directives(UNITS / "llm-proxy.service")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unit["RestartPreventExitStatus"] == [str(result.returncode)]
+    assert "llm-proxy: config error: routes: at least one route is required\n" == result.stderr

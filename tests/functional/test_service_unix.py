@@ -4,9 +4,11 @@ and a socket handed over by systemd's socket activation."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +38,7 @@ async def test_official_sdks_work_over_the_unix_socket(
     fake: FakeUpstream, tmp_path: Path, sock_dir: Path
 ) -> None:
     path = str(sock_dir / "proxy.sock")
-    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 0, "unix": path})
+    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, "unix": path})
     proxy = ServiceProcess(raw, tmp_path, free_port())
     await proxy.start()
     try:
@@ -92,7 +94,7 @@ async def test_stale_socket_file_is_replaced_and_removed_on_exit(
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))  # a socket file nobody listens on, as a crash leaves it
     stale.close()
-    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 0, "unix": str(path)})
+    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, "unix": str(path)})
     proxy = ServiceProcess(raw, tmp_path, free_port())
     await proxy.start()
     try:
@@ -129,3 +131,60 @@ async def test_socket_activation_serves_on_the_inherited_socket(
     finally:
         proxy.stop()
         listener.close()
+
+
+async def test_a_second_instance_refuses_to_take_over_a_live_socket(
+    fake: FakeUpstream, tmp_path: Path, sock_dir: Path
+) -> None:
+    path = sock_dir / "proxy.sock"
+    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, "unix": str(path)})
+    first = ServiceProcess(raw, tmp_path / "first", free_port())
+    second = ServiceProcess(raw, tmp_path / "second", free_port())
+    await first.start()
+    try:
+        with pytest.raises(RuntimeError, match="exited early"):
+            await second.start()
+        assert 1 == await second.wait()
+        assert (
+            f"llm-proxy: cannot listen on unix:{path}: another process is listening on this "
+            "socket (a second llm-proxy?); stop it or set another listen.unix path\n"
+        ) == second.output()
+        assert "ok" == (await health("http://proxy", aiohttp.UnixConnector(str(path))))["status"]
+    finally:
+        second.stop()
+        first.stop()
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+async def test_unix_mode_and_group_let_another_user_connect_under_umask_0077(
+    fake: FakeUpstream, tmp_path: Path, sock_dir: Path
+) -> None:
+    os.chmod(sock_dir, 0o755)  # the client must reach the directory
+    path = str(sock_dir / "proxy.sock")
+    umask = ["sh", "-c", 'umask 0077 && exec "$@"', "umask"]  # the shipped unit's UMask=0077
+
+    async def connect_as_nobody(listen: dict[str, object]) -> int:
+        raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, **listen})
+        proxy = ServiceProcess(raw, tmp_path / str(len(listen)), free_port(), prefix=umask)
+        await proxy.start()
+        try:
+            client = await asyncio.create_subprocess_exec(
+                "setpriv",
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
+                path,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            return await client.wait()
+        finally:
+            proxy.stop()
+
+    assert 1 == await connect_as_nobody({"unix": path})  # 0600 under the umask: refused
+    assert 0 == await connect_as_nobody({"unix": path, "unix_mode": "0660", "unix_group": NOBODY})

@@ -155,7 +155,7 @@ async def test_supervisor_notifies_for_all_workers_and_forwards_sighup(
     fake: FakeUpstream, tmp_path: Path, sock_path: str
 ) -> None:
     notify = NotifySocket(tmp_path)
-    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 0, "unix": sock_path})
+    raw = base_config(fake.url, listen={"host": "127.0.0.1", "port": 8080, "unix": sock_path})
     proxy = ServiceProcess(raw, tmp_path, free_port(), "--workers", "2", NOTIFY_SOCKET=notify.env)
     try:
         await proxy.start()

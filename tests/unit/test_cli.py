@@ -16,7 +16,7 @@ from tests.conftest import base_config
 @pytest.mark.parametrize(
     ("listen", "error"),
     [
-        ({"port": 70000}, "listen.port: must be 0..65535, got 70000"),
+        ({"port": 70000}, "listen.port: must be 1..65535, got 70000"),
         ({"unix": ""}, "listen.unix: a socket path must be 1..107 bytes, got ''"),
         ({"unix": "/" + "x" * 107}, "listen.unix: a socket path must be 1..107 bytes"),
     ],
@@ -64,3 +64,34 @@ def test_event_loop_is_uvloop_when_installed_unless_asyncio_is_asked_for() -> No
         loop_factory("uvloop"),
         loop_factory("asyncio"),
     )
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.version import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert (0, f"llm-proxy {__version__}\n") == (exit_.value.code, capsys.readouterr().out)
+
+
+def test_allow_remote_flag_accepts_a_files_remote_host(tmp_path: Path) -> None:
+    path = write(tmp_path, listen={"host": "0.0.0.0", "port": 8080})
+    with pytest.raises(config_mod.ConfigError) as refused:
+        load_config(parse_args(["-c", path]))
+    assert str(refused.value).startswith("listen.host: '0.0.0.0' listens on every interface")
+    allowed = load_config(parse_args(["-c", path, "--allow-remote"])).listen
+    assert ("0.0.0.0", True) == (allowed.host, allowed.allow_remote)
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--port", "0"], "--port: listen.port: must be 1..65535, got 0"),
+        (["--host", "0.0.0.0"], "--host: listen.host: '0.0.0.0' listens on every interface"),
+    ],
+)
+def test_command_line_values_are_validated_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], error: str
+) -> None:
+    assert 2 == main(["-c", write(tmp_path), "--check", *flags])
+    assert capsys.readouterr().err.startswith(f"llm-proxy: config error: {error}")

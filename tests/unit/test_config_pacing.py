@@ -50,20 +50,20 @@ def test_pacing_can_be_switched_off_per_route() -> None:
     [
         (
             {"target_utilisation": 0},
-            "routes[0].pacing.target_utilisation: must be in (0, 1], got 0.0",
+            "pacing.target_utilisation: must be in (0, 1], got 0.0",
         ),
         (
             {"target_utilisation": 1.5},
-            "routes[0].pacing.target_utilisation: must be in (0, 1], got 1.5",
+            "pacing.target_utilisation: must be in (0, 1], got 1.5",
         ),
-        ({"max_queue_wait_s": -1}, "routes[0].pacing.max_queue_wait_s: must be >= 0, got -1.0"),
-        ({"window_s": 0}, "routes[0].pacing.window_s: must be > 0, got 0.0"),
-        ({"enabled": "yes"}, "routes[0].pacing.enabled: expected true or false, got 'yes'"),
-        ({"burst": 3}, "routes[0].pacing.burst: unknown key"),
+        ({"max_queue_wait_s": -1}, "pacing.max_queue_wait_s: must be >= 0, got -1.0"),
+        ({"window_s": 0}, "pacing.window_s: must be > 0, got 0.0"),
+        ({"enabled": "yes"}, "pacing.enabled: expected true or false, got 'yes'"),
+        ({"burst": 3}, "pacing.burst: unknown key"),
     ],
 )
 def test_invalid_pacing_names_the_key(pacing: dict[str, Any], message: str) -> None:
-    """Routes inherit the top level, so the first error found is the route's copy."""
+    """The top level is checked on its own first, so the error names the key as written."""
     with pytest.raises(ConfigError) as raised:
         from_dict(raw(pacing=pacing), env={})
     assert str(raised.value).startswith(message)

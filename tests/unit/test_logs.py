@@ -6,7 +6,10 @@ import io
 import json
 import threading
 
-from proxy.logs import QueuedLineWriter, redact_secrets
+from aiohttp.http_exceptions import BadHttpMessage
+
+from proxy.config import Logging
+from proxy.logs import QueuedLineWriter, ServerLog, make_logger, redact_secrets
 
 
 def test_credential_keys_and_values_are_masked() -> None:
@@ -63,3 +66,24 @@ def test_queued_writer_writes_everything_when_keeping_up() -> None:
         writer.msg(f"{i}")
     writer.close()
     assert [str(i) for i in range(1000)] == out.getvalue().splitlines()
+
+
+def test_aiohttp_server_records_become_one_line_without_a_clients_bytes() -> None:
+    out = io.StringIO()
+    server_log = ServerLog(make_logger(Logging(format="json"), out))
+    try:
+        raise BadHttpMessage("Invalid header value char:\n\n  b'x-api-key: sk-ant-secret\\x00'")
+    except BadHttpMessage:
+        server_log.exception("Error handling request from %s", "127.0.0.1")
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError as bug:
+        server_log.exception("Unhandled exception", exc_info=bug)
+    quiet, loud = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {
+        "event": "Error handling request from 127.0.0.1",
+        "error_type": "BadHttpMessage",
+        "source": "aiohttp.server",
+        "level": "error",
+    } == {k: v for k, v in quiet.items() if k != "timestamp"}
+    assert ("a bug", "RuntimeError: a bug") == (loud["error"], loud["traceback"].splitlines()[-1])

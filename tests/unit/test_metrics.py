@@ -125,8 +125,8 @@ def test_status_class(status: int | None, label: str) -> None:
 
 def test_every_metric_follows_prometheus_naming() -> None:
     families = list(Metrics().registry.collect())
-    for family in families:
-        assert family.name.startswith("llm_proxy_")
+    for family in families:  # process_*: prometheus-client's standard process collector
+        assert family.name.startswith(("llm_proxy_", "process_"))
         if family.type == "histogram":
             assert family.name.endswith("_seconds")
     names = {f.name for f in families}
@@ -143,6 +143,11 @@ def test_every_metric_follows_prometheus_naming() -> None:
         "llm_proxy_context_trims",
         "llm_proxy_in_flight_requests",
         "llm_proxy_in_flight_streams",
+        "llm_proxy_build_info",
+        "llm_proxy_connections_refused",
+        "llm_proxy_client_timeouts",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     } <= names
 
 
@@ -173,7 +178,14 @@ async def test_handler_serves_the_classic_text_format() -> None:
     metrics = Metrics()
     resp = await metrics_handler(metrics)(make_mocked_request("GET", "/metrics"))
     assert "text/plain; version=0.0.4; charset=utf-8" == resp.headers["Content-Type"]
-    assert metrics.exposition() == resp.body
+    assert isinstance(resp.body, bytes)
+    assert steady(metrics.exposition()) == steady(resp.body)
+
+
+def steady(exposition: bytes) -> list[bytes]:
+    """The exposition without ``process_*`` lines, whose values (CPU, memory) move between two
+    scrapes."""
+    return [line for line in exposition.splitlines() if b"process_" not in line]
 
 
 def test_in_flight_gauges_count_tracked_requests_and_their_streams() -> None:

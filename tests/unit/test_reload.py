@@ -49,7 +49,7 @@ def closed(s: AppState) -> int:
 def test_reloadable_keys_change_and_restart_only_keys_keep_their_running_values() -> None:
     running = cfg()
     new = cfg(
-        listen={"host": "0.0.0.0", "port": 9},
+        listen={"host": "0.0.0.0", "port": 9, "allow_remote": True},
         workers=4,
         limits={"max_body_bytes": 10},
         logging={"level": "debug"},

@@ -130,7 +130,7 @@ def test_bind_unix_replaces_a_stale_socket_but_never_another_file(tmp_path: Path
     stale = tmp_path / "stale.sock"
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(stale))
-    with bind_unix(str(stale)) as sock:
+    with bind_unix(str(stale)).sock as sock:
         assert str(stale) == sock.getsockname()
     regular = tmp_path / "config.yaml"
     regular.write_text("keep me")
