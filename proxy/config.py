@@ -245,7 +245,9 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect_s: float = 10.0
-    first_byte_s: float = 120.0
+    first_byte_s: float = 600.0
+    """Up to the response head: a long non-streaming generation sends nothing before it ends
+    (the official SDKs wait 600 s by default)."""
     idle_s: float = 120.0
     total_s: float = 900.0
 
