@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.metadata
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .config import Config
+from .dashboard.stats import LiveStats
+from .dashboard.web import add_dashboard_routes
 from .forward import make_session
 from .handler import handle
 from .logs import make_logger
 from .metrics import METRICS, Metrics, metrics_handler
 from .plugins import Pipeline, Plugin
 from .plugins.context_budget import ContextBudget
+from .plugins.dashboard import DashboardFeed
 from .plugins.metrics import MetricsPlugin, known_models
 from .plugins.request_log import RequestLog
 from .plugins.usage import UsageAccounting
@@ -25,8 +30,11 @@ from .reload import RELOADER, RESOURCES, Generations, Reloader, Resources, pinne
 from .resilience.attempts import AttemptLoop
 from .resilience.cooldown import make_store
 from .routing import Router
-from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz
+from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz, serves_metrics_apart
 from .state import STATE, AppState, StateHolder
+
+if TYPE_CHECKING:  # the SDK is imported only when OpenTelemetry is configured
+    from .otel.telemetry import Telemetry
 
 __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app"]
 
@@ -37,7 +45,65 @@ def default_plugins(config: Config, res: Resources) -> list[Plugin]:
     metrics: list[Plugin] = []
     if config.metrics.enabled:
         metrics.append(MetricsPlugin(res.metrics, known_models(config), res.logger))
-    return [ContextBudget(), UsageAccounting(config.pricing), *metrics, RequestLog(res.logger)]
+    dashboard: list[Plugin] = []
+    if res.live is not None:
+        dashboard.append(DashboardFeed(res.live, res.logger))
+    return [
+        *_tracing(config, res),
+        ContextBudget(),
+        UsageAccounting(config.pricing),
+        *metrics,
+        *dashboard,
+        RequestLog(res.logger),
+    ]
+
+
+def _tracing(config: Config, res: Resources) -> list[Plugin]:
+    """The OpenTelemetry plugin, imported only when it is configured (no SDK import else)."""
+    if res.telemetry is None:
+        return []
+    from .plugins.otel import otel_plugin
+
+    return [otel_plugin(res.telemetry, config, res.logger)]
+
+
+def _start_telemetry(config: Config, metrics: Metrics) -> Telemetry | None:
+    if not config.otel.enabled:
+        return None
+    from .otel.telemetry import Telemetry
+
+    def dropped(reason: str, spans: int) -> None:
+        metrics.otel_dropped.labels(reason).inc(spans)
+
+    return Telemetry(config.otel, dropped, _version())
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("llm-proxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def _stop_telemetry(telemetry: Telemetry | None, timeout_s: float) -> None:
+    """Flush queued spans, waiting at most ``timeout_s``. The flush runs in a daemon thread:
+    a collector that does not answer must not keep the process from exiting."""
+    if telemetry is None:
+        return
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        try:
+            telemetry.shutdown()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by then
+                loop.call_soon_threadsafe(done.set)
+
+    threading.Thread(target=stop, name="otel-shutdown", daemon=True).start()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await done.wait()
 
 
 PluginFactory = Callable[[Config, Resources], list[Plugin]]
@@ -99,6 +165,8 @@ def make_app(
             logger=logger,
             cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
             metrics=metrics,
+            telemetry=_start_telemetry(config, metrics),
+            live=LiveStats(config.dashboard.recent_requests) if config.dashboard.enabled else None,
         )
         app[RESOURCES] = res
         build = functools.partial(build_state, res=res, plugins=plugins)
@@ -116,11 +184,14 @@ def make_app(
         await generations.close()
         await res.cooldowns.close()
         await res.session.close()
+        await _stop_telemetry(res.telemetry, config.otel.export_timeout_s)
         _flush_log(logger)
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     if config.metrics.enabled and config.metrics.port is None:  # else serve() listens for it
         app.router.add_get("/metrics", metrics_handler(metrics))
+    if config.dashboard.enabled and not serves_metrics_apart(config):
+        add_dashboard_routes(app, app)
     app.router.add_route("*", "/{tail:.*}", pinned(handle, generations))
     return app

@@ -76,6 +76,27 @@ class Attempt:
         return self.reason is not AttemptReason.COOLING_DOWN
 
 
+class HoldKind(enum.StrEnum):
+    """Why a request was held before sending (not a wait after a failed attempt)."""
+
+    COOLDOWN = "cooldown"
+    """A shared cooldown, set by another request's 429/503/529, was waited out."""
+    PACING = "pacing"
+    """A pacer held the request to stay under a rate limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One hold before an attempt: traces show it as an event, dashboards as pacing state."""
+
+    kind: HoldKind
+    scope: str
+    """What was held on: the upstream name (a pacer may name a finer scope)."""
+    started: float
+    """``time.monotonic()`` when the hold began."""
+    waited_s: float
+
+
 @dataclass(slots=True)
 class RetryOutcome:
     """What the attempt loop spent on one request besides the attempts themselves."""
@@ -86,6 +107,8 @@ class RetryOutcome:
     """Upstreams whose cooldown (set by another request's 429) this request waited out."""
     exhausted: bool = False
     """The proxy already retried and gives up: the client is told not to retry again."""
+    holds: list[Hold] = field(default_factory=list)
+    """Holds before sending, in order (cooldown waits now; pacing appends its own)."""
 
 
 @dataclass(slots=True)
@@ -95,6 +118,8 @@ class UsageOutcome:
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
+    finish_reasons: tuple[str, ...] = ()
+    """Why generation stopped, one per choice, as the provider said (``stop``, ``end_turn``)."""
 
 
 @dataclass(slots=True)

@@ -14,16 +14,21 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from .config import Config
+from .dashboard.stats import LiveStats
+from .dashboard.view import PacingSource
 from .metrics import Metrics
 from .resilience.cooldown import CooldownStore
 from .sdnotify import Notifier
 from .state import AppState, StateHolder
+
+if TYPE_CHECKING:  # the SDK is imported only when OpenTelemetry is configured
+    from .otel.telemetry import Telemetry
 
 
 @dataclass(slots=True)
@@ -34,14 +39,31 @@ class Resources:
     logger: Any
     cooldowns: CooldownStore
     metrics: Metrics
+    telemetry: Telemetry | None = None
+    """The OpenTelemetry pipeline, when ``otel`` is configured."""
+    live: LiveStats | None = None
+    """The dashboard's rolling windows, when the dashboard is on."""
+    pacing: PacingSource | None = None
+    """The pacer's state for the dashboard, when pacing is on."""
 
 
 RESOURCES = web.AppKey("resources", Resources)
 
-RESTART_ONLY = ("listen", "workers", "limits", "logging", "metrics", "state", "drain_timeout_s")
+RESTART_ONLY = (
+    "listen",
+    "workers",
+    "limits",
+    "logging",
+    "metrics",
+    "state",
+    "drain_timeout_s",
+    "otel",
+    "dashboard",
+)
 """Top-level keys read once at startup: the listen sockets and worker count, the app's body
 limit, the logger, the metrics routes and listen address, the cooldown store backend, the
-runner's drain timeout. ``timeouts.connect_s`` lives on the shared session, so it is one too."""
+runner's drain timeout, the OpenTelemetry pipeline, the dashboard's routes and windows.
+``timeouts.connect_s`` lives on the shared session, so it is one too."""
 
 
 def adopt(running: Config, new: Config) -> tuple[Config, list[str]]:

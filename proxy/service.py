@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import Config
+from .dashboard.web import add_dashboard_routes
 from .listeners import Plan, remove_unix, start_sites
 from .metrics import METRICS, make_metrics_app
 from .reload import RELOADER, Reloader
@@ -102,8 +103,8 @@ async def serve(
     for sig, callback in signals.items():
         loop.add_signal_handler(sig, callback)
     try:
-        if config.metrics.enabled and config.metrics.port is not None:  # first: a port that
-            await _serve_metrics(app, config, svc.shared, runners)  # is taken fails it all
+        if serves_metrics_apart(config):  # first: a port that is taken fails it all
+            await _serve_metrics(app, config, svc.shared, runners)
         addresses = await start_sites(runner, plan, reuse_port=svc.shared)
         if svc.parent is not None:
             _watch_parent(loop, svc.parent, stop, reloader.logger)
@@ -127,11 +128,20 @@ async def serve(
         remove_unix(plan.unix)
 
 
+def serves_metrics_apart(config: Config) -> bool:
+    """/metrics (and /dashboard with it) on their own address rather than the proxy's."""
+    return config.metrics.enabled and config.metrics.port is not None
+
+
 async def _serve_metrics(
     app: web.Application, config: Config, shared: bool, runners: list[web.AppRunner]
 ) -> None:
-    """/metrics on its own address; it stays up while the proxy drains (cleaned up last)."""
-    metrics = web.AppRunner(make_metrics_app(app[METRICS]), access_log=None)
+    """/metrics (and /dashboard) on their own address; they stay up while the proxy drains
+    (cleaned up last)."""
+    metrics_app = make_metrics_app(app[METRICS])
+    if config.dashboard.enabled:
+        add_dashboard_routes(metrics_app, app)
+    metrics = web.AppRunner(metrics_app, access_log=None)
     runners.append(metrics)
     await metrics.setup()
     host = config.metrics.host or config.listen.host

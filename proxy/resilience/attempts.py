@@ -22,7 +22,7 @@ from ..config import Retry, Timeouts, Upstream
 from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
 from ..forward import LiveResponse, ReplayResponse, UpstreamResponse, open_attempt, read_head
-from ..outcomes import Attempt, AttemptReason
+from ..outcomes import Attempt, AttemptReason, Hold, HoldKind
 from ..stream_content import StreamFamily, stream_family
 from .commit import Committed, HoldLimits, hold_until_content
 from .cooldown import CooldownStore
@@ -254,6 +254,8 @@ class _Run:
                 )
             return False
         self.ex.retry.cooldown_waits.append(upstream.name)
+        hold = Hold(HoldKind.COOLDOWN, upstream.name, time.monotonic(), max(0.0, remaining))
+        self.ex.retry.holds.append(hold)
         await self._sleep(remaining, booked=False)
         return True
 
