@@ -31,6 +31,7 @@ _SESSION_CONTEXT = b"llm-proxy dashboard session v1"
 _STATIC = {
     "dashboard.css": "text/css",
     "dashboard.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
 }
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -104,7 +105,8 @@ class DashboardSite:
         return response
 
     def _denied(self, request: web.Request) -> web.Response | None:
-        """None when the client may see the dashboard, else the answer that says why not."""
+        """None when the client may see the dashboard, else the answer that says why not
+        (a browser without the session cookie is sent to the login form)."""
         token = self._config().admin_token
         if token is None:
             if is_local(request):
@@ -113,11 +115,17 @@ class DashboardSite:
             return self._respond(text + b"to open it to others.\n", "text/plain", 403)
         if presented_token_ok(request, token):
             return None
-        return self._respond(self._asset("login.html"), "text/html", 401)
+        return _see_other("/dashboard/login")
 
     async def page(self, request: web.Request) -> web.Response:
         denied = self._denied(request)
         return denied or self._respond(self._asset("index.html"), "text/html")
+
+    async def login_form(self, request: web.Request) -> web.Response:
+        token = self._config().admin_token
+        if token is None or presented_token_ok(request, token):
+            return _see_other("/dashboard")
+        return self._respond(self._asset("login.html"), "text/html")
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -128,7 +136,7 @@ class DashboardSite:
     async def data(self, request: web.Request) -> web.Response:
         denied = self._denied(request)
         if denied is not None:
-            status = denied.status
+            status = 403 if denied.status == 403 else 401
             response = self._respond(b'{"error": "not authorized"}', "application/json", status)
             if status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="llm-proxy dashboard"'
@@ -153,7 +161,7 @@ class DashboardSite:
         token = self._config().admin_token
         form = await request.post()
         given = form.get("token")
-        response = web.Response(status=303, headers={"Location": "/dashboard"})
+        response = _see_other("/dashboard")
         if token is None or not isinstance(given, str):
             return response
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -169,11 +177,18 @@ class DashboardSite:
         return response
 
 
+def _see_other(location: str) -> web.Response:
+    response = web.Response(status=303, headers={"Location": location})
+    response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
 def add_dashboard_routes(target: web.Application, proxy_app: web.Application) -> Any:
     """Serve the dashboard on ``target`` (the proxy app itself or its metrics app)."""
     site = DashboardSite(proxy_app)
     target.router.add_get("/dashboard", site.page)
     target.router.add_get("/dashboard/data", site.data)
     target.router.add_get("/dashboard/static/{name}", site.static)
+    target.router.add_get("/dashboard/login", site.login_form)
     target.router.add_post("/dashboard/login", site.login)
     return site
