@@ -4,8 +4,10 @@ page and assets. The browser test is test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +18,8 @@ from proxy import config as config_mod
 from proxy.app import make_app
 from proxy.dashboard.web import COOKIE, session_value
 from proxy.fake_upstream import FakeUpstream, Fault
-from tests.conftest import LogCapture, base_config, fetch
+from tests.conftest import LogCapture, base_config, fetch, free_port
+from tests.process import ProxyProcess
 
 CHAT = "/v1/chat/completions"
 CHAT_BODY: dict[str, Any] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -64,6 +67,17 @@ async def data(url: str, **headers: str) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session:
         async with session.get(url + "/dashboard/data", headers=headers) as resp:
             return resp.status, await resp.json(content_type=None)
+
+
+async def counted(url: str, total: int, timeout_s: float = 10.0) -> Any:
+    """The data once it counts ``total`` requests (a request is counted just after its
+    response ended)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status, got = await data(url)
+            if status == 200 and got["requests"]["total"] >= total:
+                return got
+            await asyncio.sleep(0.05)
 
 
 async def test_the_data_reflects_a_scripted_mix_of_requests(
@@ -135,8 +149,8 @@ async def test_recent_requests_are_bounded_and_carry_no_credentials(
             headers = {"Authorization": "Bearer sk-client-secret-key"}
             async with session.post(url + "/openai" + CHAT, json=CHAT_BODY, headers=headers):
                 pass
-    status, got = await data(url)
-    assert (200, 3, 5) == (status, len(got["recent"]), got["requests"]["total"])
+    got = await counted(url, 5)
+    assert (3, 5) == (len(got["recent"]), got["requests"]["total"])
     async with aiohttp.ClientSession() as session:
         async with session.get(url + "/dashboard/data") as resp:
             assert b"sk-client-secret-key" not in await resp.read()
@@ -252,3 +266,23 @@ async def test_the_dashboard_can_be_turned_off(fake: FakeUpstream, start_proxy: 
     status, _, body = await fetch("GET", url + "/dashboard/data")
     assert 404 == status  # the proxy's own route-not-found answer: nothing is served here
     assert b"no route for /dashboard/data" in body
+
+
+async def test_with_metrics_on_their_own_port_the_dashboard_is_served_there_only(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    raw = dashboard_config(fake.url, metrics={"host": "127.0.0.1", "port": metrics_port})
+    proc = ProxyProcess(raw, tmp_path, free_port())
+    try:
+        await proc.start()
+        assert 200 == await post(proc.url + "/openai" + CHAT, CHAT_BODY)
+        dashboard = f"http://127.0.0.1:{metrics_port}"
+        assert 1 == (await counted(dashboard, 1))["requests"]["total"]
+        assert 404 == (await data(proc.url))[0]  # the proxy's port: no route matches ...
+        got = await counted(dashboard, 2)  # ... and that is a request like any other
+        assert ["404", "200"] == [str(r["status"]) for r in got["recent"]]
+        status, _, page = await fetch("GET", f"http://127.0.0.1:{metrics_port}/dashboard")
+        assert (200, True) == (status, b"dashboard.js" in page)
+    finally:
+        proc.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,9 @@ import aiohttp
 import pytest
 
 from proxy.fake_upstream import FakeUpstream, Fault, fake_text
-from tests.conftest import LogCapture, base_config
+from tests.conftest import LogCapture, base_config, free_port
 from tests.otlp_receiver import OtlpReceiver, Span
+from tests.process import ProxyProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
@@ -469,3 +471,34 @@ def test_without_otel_configured_the_sdk_is_never_imported(otel: str) -> None:
         assert [] == loaded
     else:
         assert "opentelemetry.sdk.trace" in loaded
+
+
+async def test_a_process_configured_by_otel_env_vars_exports_and_flushes_on_sigterm(
+    fake: FakeUpstream, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Only the standard variables configure it; the batch delay is a minute, so the span can
+    only arrive through the flush at shutdown."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_SERVICE_NAME": "from-env",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=llm%20ops",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+    }
+    proc = ProxyProcess(base_config(fake.url), tmp_path, free_port(), **env)
+    try:
+        await proc.start()
+        assert (
+            200 == (await post(proc.url + "/openai" + CHAT, CHAT_BODY, **{"x-request-id": "e"}))[0]
+        )
+        proc.signal(signal.SIGTERM)
+        assert 0 == await proc.wait()
+    finally:
+        proc.stop()
+    span = await request_span(receiver, "e")
+    assert {
+        "service.name": "from-env",
+        "deployment.environment": "test",
+        "team": "llm ops",
+    }.items() <= span.resource.items()
+    assert 1 == len(receiver.latest_points("gen_ai.client.operation.duration"))
