@@ -32,13 +32,20 @@ def _part(item: Any) -> dict[str, Any]:
     if isinstance(item.get("text"), str):
         return {"type": "text", "content": _text(item["text"])}
     if kind == "tool_use":
-        return {"type": "tool_call", "id": item.get("id"), "name": item.get("name"),
-                "arguments": item.get("input")}  # fmt: skip
+        return {
+            "type": "tool_call",
+            "id": item.get("id"),
+            "name": item.get("name"),
+            "arguments": item.get("input"),
+        }
     if kind == "tool_result":
         content = item.get("content")
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        return {"type": "tool_call_response", "id": item.get("tool_use_id"),
-                "response": _text(text)}  # fmt: skip
+        return {
+            "type": "tool_call_response",
+            "id": item.get("tool_use_id"),
+            "response": _text(text),
+        }
     return {"type": kind if isinstance(kind, str) else "unknown"}
 
 
@@ -55,12 +62,23 @@ def _message(message: Any) -> dict[str, Any]:
     for call in message.get("tool_calls") or ():
         if isinstance(call, dict) and isinstance(call.get("function"), dict):
             fn = call["function"]
-            parts.append({"type": "tool_call", "id": call.get("id"), "name": fn.get("name"),
-                          "arguments": fn.get("arguments")})  # fmt: skip
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": fn.get("name"),
+                    "arguments": fn.get("arguments"),
+                }
+            )
     if message.get("role") == "tool":
         text = message.get("content")
-        parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"),
-                  "response": _text(text) if isinstance(text, str) else None}]  # fmt: skip
+        parts = [
+            {
+                "type": "tool_call_response",
+                "id": message.get("tool_call_id"),
+                "response": _text(text) if isinstance(text, str) else None,
+            }
+        ]
     return {"role": message.get("role", "unknown"), "parts": parts}
 
 

@@ -149,8 +149,10 @@ class OtelPlugin(Plugin):
         cursor = ex.t_start
         for i, attempt in enumerate(ex.attempts):
             if attempt.started is None:
-                attrs = {"llm_proxy.upstream": attempt.upstream,
-                         "llm_proxy.attempt.reason": attempt.reason.value}  # fmt: skip
+                attrs = {
+                    "llm_proxy.upstream": attempt.upstream,
+                    "llm_proxy.attempt.reason": attempt.reason.value,
+                }
                 span.add_event(semconv.SKIPPED_EVENT, attrs, timestamp=clock.ns(cursor))
                 continue
             end = attempt.started + attempt.duration_s

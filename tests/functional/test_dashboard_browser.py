@@ -79,9 +79,10 @@ async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
 
 async def counter_reads(page: Any, value: str) -> None:
     await page.wait_for_function(
-        "v => document.getElementById('requests-total').textContent === v", arg=value,
+        "v => document.getElementById('requests-total').textContent === v",
+        arg=value,
         timeout=15_000,
-    )  # fmt: skip
+    )
 
 
 async def test_the_page_shows_traffic_and_a_cooldown_as_they_happen(

@@ -299,9 +299,11 @@ async def test_context_trimming_is_a_compaction_event(
 ) -> None:
     raw = otel_config(fake.url, receiver)
     add_route(
-        raw, "/trim", {"name": "fake-trim", "base_url": fake.url},
+        raw,
+        "/trim",
+        {"name": "fake-trim", "base_url": fake.url},
         context={"max_input_tokens": 120},
-    )  # fmt: skip
+    )
     url = await start_proxy(raw)
     long_chat = {
         "model": "gpt-4o",
