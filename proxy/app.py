@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import importlib.metadata
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from .routing import Router
 from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz, serves_metrics_apart
 from .state import STATE, AppState, StateHolder
 
-if TYPE_CHECKING:  # the SDK is imported only when OpenTelemetry is configured
+if TYPE_CHECKING:  # imported only when OpenTelemetry is configured
     from .otel.telemetry import Telemetry
 
 __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app"]
@@ -59,7 +58,7 @@ def default_plugins(config: Config, res: Resources) -> list[Plugin]:
 
 
 def _tracing(config: Config, res: Resources) -> list[Plugin]:
-    """The OpenTelemetry plugin, imported only when it is configured (no SDK import else)."""
+    """The OpenTelemetry plugin, imported only when it is configured."""
     if res.telemetry is None:
         return []
     from .plugins.otel import otel_plugin
@@ -86,24 +85,10 @@ def _version() -> str:
 
 
 async def _stop_telemetry(telemetry: Telemetry | None, timeout_s: float) -> None:
-    """Flush queued spans, waiting at most ``timeout_s``. The flush runs in a daemon thread:
-    a collector that does not answer must not keep the process from exiting."""
-    if telemetry is None:
-        return
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        try:
-            telemetry.shutdown()
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop may be closed by then
-                loop.call_soon_threadsafe(done.set)
-
-    threading.Thread(target=stop, name="otel-shutdown", daemon=True).start()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            await done.wait()
+    """Flush queued spans and the metrics, waiting at most ``timeout_s`` (the export thread
+    is a daemon: a collector that does not answer never keeps the process from exiting)."""
+    if telemetry is not None:
+        await asyncio.to_thread(telemetry.shutdown, timeout_s)
 
 
 PluginFactory = Callable[[Config, Resources], list[Plugin]]

@@ -27,7 +27,7 @@ from .resilience.cooldown import CooldownStore
 from .sdnotify import Notifier
 from .state import AppState, StateHolder
 
-if TYPE_CHECKING:  # the SDK is imported only when OpenTelemetry is configured
+if TYPE_CHECKING:  # imported only when OpenTelemetry is configured
     from .otel.telemetry import Telemetry
 
 

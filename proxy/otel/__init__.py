@@ -1,6 +1,6 @@
-"""OpenTelemetry traces and GenAI metrics (the optional ``otel`` extra).
+"""OpenTelemetry traces and GenAI metrics, exported over OTLP/HTTP.
 
-Only ``semconv`` and ``content`` may be imported without the SDK installed; ``telemetry``
-imports it, and the app imports ``telemetry`` only when ``otel`` is configured, so a proxy
-without tracing never loads OpenTelemetry.
+Self-contained: the spans and histograms are encoded to OTLP protobuf here (see ``otlp``),
+so no OpenTelemetry package is needed at run time, and the app imports this package only
+when ``otel`` is configured.
 """

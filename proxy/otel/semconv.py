@@ -14,12 +14,11 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..config import Route, Upstream
-from ..errorkind import error_kind
 from ..exchange import Exchange
 from ..outcomes import Attempt, AttemptReason
 from ..usage import Usage
@@ -110,8 +109,9 @@ def requested_model(ex: Exchange) -> str | None:
         return None
     found = {m.group(1) for m in _MODEL.finditer(body)}
     if len(found) == 1:
+        raw = found.pop()
         try:
-            value = json.loads(b'"' + found.pop() + b'"')
+            value = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
         except ValueError:
             return None
         return value if isinstance(value, str) else None
@@ -200,8 +200,9 @@ def usage_attributes(usage: Usage) -> Attributes:
     return {name: n for name, n in counts.items() if n is not None}
 
 
-def describe(ex: Exchange) -> GenAiCall | None:
-    """The GenAI view of a finished request; None when it was not a model call."""
+def describe(ex: Exchange, error: str | None) -> GenAiCall | None:
+    """The GenAI view of a finished request, whose ``error_kind`` is ``error``; None when it
+    was not a model call."""
     route = ex.route
     if route is None:
         return None
@@ -210,7 +211,6 @@ def describe(ex: Exchange) -> GenAiCall | None:
         return None
     outcome = ex.usage
     usage = outcome.usage if outcome is not None and outcome.usage.source != "none" else None
-    error = error_kind(ex)
     finish = outcome.finish_reasons if outcome is not None else ()
     if not finish and error is not None and operation != "embeddings":
         finish = ("error",)  # expected but never received: the conventions say "error"
@@ -230,8 +230,9 @@ def describe(ex: Exchange) -> GenAiCall | None:
     )
 
 
-def request_attributes(ex: Exchange) -> Attributes:
-    """What every request span carries, model call or not: HTTP facts and the proxy's own."""
+def request_attributes(ex: Exchange, error: str | None) -> Attributes:
+    """What every request span carries, model call or not: HTTP facts and the proxy's own
+    (``error`` is the request's ``error_kind``)."""
     attrs: Attributes = {
         HTTP_METHOD: ex.request.method,
         URL_PATH: ex.request.rel_url.raw_path,
@@ -247,11 +248,10 @@ def request_attributes(ex: Exchange) -> Attributes:
     if ex.retry.waited_s > 0:
         attrs["llm_proxy.retry.waited_s"] = round(ex.retry.waited_s, 6)
     outcome = ex.usage
-    if outcome is not None and outcome.usage.source != "none":
-        attrs["llm_proxy.usage.source"] = outcome.usage.source
+    if outcome is not None and outcome.usage.source == "estimate":
+        attrs["llm_proxy.usage.estimated"] = True  # counted by the proxy, not reported
     if outcome is not None and outcome.cost_usd is not None:
         attrs["llm_proxy.cost_usd"] = outcome.cost_usd
-    error = error_kind(ex)
     if error is not None:
         attrs[ERROR_TYPE] = error
     if ex.context is not None and ex.context.trimmed_messages > 0:
@@ -301,11 +301,3 @@ def attempt_error(attempt: Attempt) -> str | None:
     if attempt.reason is AttemptReason.ANSWERED:
         return None
     return attempt.reason.value
-
-
-def token_points(call: GenAiCall) -> Mapping[str, int]:
-    """``gen_ai.token.type`` -> count, for the token usage histogram."""
-    if call.usage is None:
-        return {}
-    points = {"input": call.usage.prompt_tokens, "output": call.usage.completion_tokens}
-    return {kind: n for kind, n in points.items() if n is not None}

@@ -128,7 +128,7 @@ def test_a_chat_is_described_with_the_served_upstream_and_only_known_counts() ->
     ex.status, ex.stream = 200, True
     ex.t_first_token = ex.t_start + 0.25
     ex.usage = UsageOutcome("llama-3", Usage(10, 5, None, None, None, "upstream"), None, ("stop",))
-    call = semconv.describe(ex)
+    call = semconv.describe(ex, error_kind(ex))
     assert call is not None
     assert ("chat gpt-4o", semconv.Server("10.0.0.5", 8000)) == (call.span_name, call.server)
     assert {
@@ -144,7 +144,8 @@ def test_a_chat_is_described_with_the_served_upstream_and_only_known_counts() ->
         "gen_ai.usage.input_tokens": 10,
         "gen_ai.usage.output_tokens": 5,
     } == call.span_attributes()
-    assert {"input": 10, "output": 5} == semconv.token_points(call)
+    ex.usage.usage.source = "estimate"
+    assert True is semconv.request_attributes(ex, None)["llm_proxy.usage.estimated"]
 
 
 def test_a_failed_call_without_an_answer_reports_error_as_finish_reason_and_last_server() -> None:
@@ -154,7 +155,7 @@ def test_a_failed_call_without_an_answer_reports_error_as_finish_reason_and_last
         Attempt("local", AttemptReason.UNREACHABLE, started=ex.t_start),
     ]
     ex.status = 502
-    call = semconv.describe(ex)
+    call = semconv.describe(ex, error_kind(ex))
     assert call is not None
     assert ("502", ("error",), semconv.Server("10.0.0.5", 8000), None) == (
         call.error_type,
@@ -166,22 +167,22 @@ def test_a_failed_call_without_an_answer_reports_error_as_finish_reason_and_last
 
 
 def test_requests_that_generate_nothing_are_no_genai_call() -> None:
-    assert None is semconv.describe(exchange("/openai/v1/models", method="GET"))
+    assert None is semconv.describe(exchange("/openai/v1/models", method="GET"), None)
     refused = exchange("/nowhere")
     refused.status = 404
-    assert None is semconv.describe(refused)
+    assert None is semconv.describe(refused, error_kind(refused))
     assert "GET /openai" == semconv.span_name(exchange("/openai/v1/models", method="GET"), None)
     assert "POST" == semconv.span_name(refused, None)
     assert {"error.type": "404", "http.response.status_code": 404}.items() <= (
-        semconv.request_attributes(refused).items()
+        semconv.request_attributes(refused, "404").items()
     )
 
 
 def test_a_trimmed_request_is_marked_compacted() -> None:
     ex = exchange(body={"model": "gpt-4o", "messages": []})
-    assert "gen_ai.conversation.compacted" not in semconv.request_attributes(ex)
+    assert "gen_ai.conversation.compacted" not in semconv.request_attributes(ex, None)
     ex.context = ContextOutcome(100, "exact", 120, trimmed_messages=2)
-    assert True is semconv.request_attributes(ex)["gen_ai.conversation.compacted"]
+    assert True is semconv.request_attributes(ex, None)["gen_ai.conversation.compacted"]
 
 
 def test_captured_content_uses_the_conventions_parts() -> None:
