@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .otlp import HistogramData, HistogramPoint
-from .semconv import Attributes, AttributeValue
+from .semconv import AttributeValue
 
 MAX_SERIES = 2000
 SeriesKey = tuple[tuple[str, AttributeValue], ...]
@@ -31,35 +31,44 @@ class _Series:
 
 
 class Histogram:
+    """One metric's series. Not locked itself: :class:`Histograms` holds the one lock that
+    the event loop (recording) and the export thread (snapshots) share."""
+
     def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = tuple(bounds)
         self._series: dict[SeriesKey, _Series] = {}
-        self._lock = threading.Lock()
 
-    def record(self, value: float, attributes: Attributes) -> None:
-        self.record_series(value, tuple(attributes.items()))
-
-    def record_series(self, value: float, key: SeriesKey) -> None:
-        """``record`` with the attributes already as a tuple of pairs (the series key)."""
-        index = bisect.bisect_left(self.bounds, value)  # buckets are (previous, bound]
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                if len(self._series) >= MAX_SERIES:
-                    key = _OVERFLOW
-                empty = _Series([0] * (len(self.bounds) + 1))
-                series = self._series.setdefault(key, empty)
-            series.counts[index] += 1
-            series.count += 1
-            series.sum += value
-            series.min = min(series.min, value)
-            series.max = max(series.max, value)
+    def record(self, value: float, key: SeriesKey) -> None:
+        """One value for the series of ``key`` (the attributes as a tuple of pairs)."""
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= MAX_SERIES:
+                key = _OVERFLOW
+            series = self._series.setdefault(key, _Series([0] * (len(self.bounds) + 1)))
+        series.counts[bisect.bisect_left(self.bounds, value)] += 1  # buckets: (prev, bound]
+        series.count += 1
+        series.sum += value
+        if value < series.min:
+            series.min = value
+        if value > series.max:
+            series.max = value
 
     def snapshot(self) -> HistogramData:
-        with self._lock:
-            points = [
-                HistogramPoint(dict(key), s.count, s.sum, tuple(s.counts), s.min, s.max)
-                for key, s in self._series.items()
-            ]
+        points = [
+            HistogramPoint(dict(key), s.count, s.sum, tuple(s.counts), s.min, s.max)
+            for key, s in self._series.items()
+        ]
         return HistogramData(self.name, self.description, self.unit, self.bounds, points)
+
+
+class Histograms:
+    """A set of histograms behind one lock: one acquire per request, consistent snapshots."""
+
+    def __init__(self, *histograms: Histogram) -> None:
+        self.all = histograms
+        self.lock = threading.Lock()
+
+    def snapshot(self) -> list[HistogramData]:
+        with self.lock:
+            return [h.snapshot() for h in self.all]

@@ -121,6 +121,9 @@ class SpanData:
     start_ns: int
     end_ns: int
     attributes: Attributes
+    """Encoded with the span (the attributes that vary from span to span)."""
+    encoded_attributes: bytes = b""
+    """Attributes encoded beforehand (see :func:`encode_attributes`), shared by many spans."""
     events: list[Event] = field(default_factory=list)
     error: str | None = None
     """None: status unset; a message: status ERROR."""
@@ -128,28 +131,46 @@ class SpanData:
     flags: int = FLAG_SAMPLED | FLAG_HAS_REMOTE_INFO
 
 
+def encode_attributes(attrs: Mapping[str, AttributeValue]) -> bytes:
+    """Span attributes as encoded bytes, for :attr:`SpanData.encoded_attributes`."""
+    return _attributes(b"\x4a", attrs)
+
+
+_TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64 each
+_names: dict[str, bytes] = {}
+_flags: dict[int, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    field = _names.get(name)
+    if field is None:
+        field = _text(b"\x2a", name) + b"\x30" + varint(SPAN_KIND_CLIENT)  # name, kind
+        if len(_names) < _KV_CACHE_MAX:
+            _names[name] = field
+    return field
+
+
 def encode_span(span: SpanData) -> bytes:
-    parts = [
-        b"\x0a\x10" + span.trace_id,
-        b"\x12\x08" + span.span_id,
-    ]
+    flags = _flags.get(span.flags)
+    if flags is None:
+        flags = _flags[span.flags] = b"\x85\x01" + _FIXED32(span.flags)
+    parts = [b"\x0a\x10", span.trace_id, b"\x12\x08", span.span_id]
     if span.trace_state:
         parts.append(_text(b"\x1a", span.trace_state))
     if span.parent_span_id:
-        parts.append(b"\x22\x08" + span.parent_span_id)
-    parts += [
-        _text(b"\x2a", span.name),
-        b"\x30" + varint(SPAN_KIND_CLIENT),
-        b"\x39" + _FIXED64(span.start_ns),
-        b"\x41" + _FIXED64(span.end_ns),
+        parts += (b"\x22\x08", span.parent_span_id)
+    parts += (
+        _name(span.name),
+        _TIMES(0x39, span.start_ns, 0x41, span.end_ns),
+        span.encoded_attributes,
         _attributes(b"\x4a", span.attributes),
-    ]
+    )
     for event in span.events:
         body = b"\x09" + _FIXED64(event.time_ns) + _text(b"\x12", event.name)
         parts.append(_field(b"\x5a", body + _attributes(b"\x1a", event.attributes)))
     if span.error is not None:
         parts.append(_field(b"\x7a", _text(b"\x12", span.error) + b"\x18" + varint(STATUS_ERROR)))
-    parts.append(b"\x85\x01" + _FIXED32(span.flags))
+    parts.append(flags)
     return b"".join(parts)
 
 

@@ -15,7 +15,7 @@ import functools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from ..config import Route, Upstream
@@ -88,8 +88,7 @@ def operation_name(method: str, provider: str, tail: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
+class Server(NamedTuple):
     address: str
     port: int
 
@@ -105,17 +104,18 @@ def server_of(base_url: str) -> Server:
 def requested_model(ex: Exchange) -> str | None:
     """The model the client asked for, read from its bytes without parsing large bodies."""
     body = ex.original_body
-    if b'"model"' not in body:
+    first = _MODEL.search(body)
+    if first is None:
         return None
-    found = {m.group(1) for m in _MODEL.finditer(body)}
-    if len(found) == 1:
-        raw = found.pop()
+    raw = first.group(1)
+    again = _MODEL.search(body, first.end())
+    if again is None or all(m.group(1) == raw for m in _MODEL.finditer(body, again.start())):
         try:
             value = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
         except ValueError:
             return None
         return value if isinstance(value, str) else None
-    if found and len(body) <= _PARSE_MAX_BYTES:  # nested "model" keys: ask the parser
+    if len(body) <= _PARSE_MAX_BYTES:  # nested "model" keys that differ: ask the parser
         data = ex.json_object()
         model = data.get("model") if data is not None else None
         return model if isinstance(model, str) else None
@@ -142,50 +142,136 @@ def request_server(ex: Exchange) -> Server | None:
     return server_of(upstream.base_url) if upstream is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class GenAiCall:
-    """One model call as the conventions describe it (the request span and its metrics)."""
+class Shape(NamedTuple):
+    """Everything a request span's low-cardinality attributes (and its metric series) are
+    made of. Equal shapes give equal attributes, so their encoding is computed once and
+    reused: the per-request work is only the varying facts (ids, token counts, timings)."""
 
-    operation: str
-    provider: str
+    method: str
+    path: str
+    status: int | None
+    route: str | None
+    upstream: str | None
+    attempts: int
+    error: str | None
+    estimated: bool
+    compacted: bool
+    operation: str | None
+    """None: not a model call (no GenAI attributes, no metrics)."""
+    provider: str | None
     request_model: str | None
     response_model: str | None
     server: Server | None
-    error_type: str | None
     stream: bool
-    time_to_first_chunk_s: float | None
     finish_reasons: tuple[str, ...]
-    usage: Usage | None
 
     @property
     def span_name(self) -> str:
-        return f"{self.operation} {self.request_model}" if self.request_model else self.operation
+        if self.operation is not None:
+            model = self.request_model
+            return f"{self.operation} {model}" if model else self.operation
+        return f"{self.method} {self.route}" if self.route is not None else self.method
 
-    def metric_attributes(self) -> Attributes:
-        """The attributes every GenAI client metric carries (required ones first)."""
-        attrs: Attributes = {OPERATION: self.operation, PROVIDER: self.provider}
-        if self.request_model is not None:
-            attrs[REQUEST_MODEL] = self.request_model
-        if self.response_model is not None:
-            attrs[RESPONSE_MODEL] = self.response_model
-        if self.server is not None:
-            attrs[SERVER_ADDRESS] = self.server.address
-            attrs[SERVER_PORT] = self.server.port
-        if self.error_type is not None:
-            attrs[ERROR_TYPE] = self.error_type
-        return attrs
 
-    def span_attributes(self) -> Attributes:
-        attrs = self.metric_attributes()
-        if self.stream:
-            attrs[REQUEST_STREAM] = True
-        if self.time_to_first_chunk_s is not None:
-            attrs[TIME_TO_FIRST_CHUNK] = self.time_to_first_chunk_s
-        if self.finish_reasons:
-            attrs[FINISH_REASONS] = self.finish_reasons
-        if self.usage is not None:
-            attrs.update(usage_attributes(self.usage))
+def shape_of(ex: Exchange, error: str | None) -> Shape:
+    """The shape of a finished request whose ``error_kind`` is ``error``."""
+    route = ex.route
+    outcome = ex.usage
+    operation = None
+    if route is not None:
+        operation = operation_name(ex.request.method, route.provider.name, ex.tail)
+    finish: tuple[str, ...] = ()
+    if operation is not None:
+        finish = outcome.finish_reasons if outcome is not None else ()
+        if not finish and error is not None and operation != "embeddings":
+            finish = ("error",)  # expected but never received: the conventions say "error"
+    genai = operation is not None
+    return Shape(  # positional: this runs once per request
+        ex.request.method,
+        ex.request.rel_url.raw_path,
+        ex.status,
+        route.name if route is not None else None,
+        ex.upstream.name if ex.upstream is not None else None,
+        sum(1 for a in ex.attempts if a.sent),
+        error,
+        outcome is not None and outcome.usage.source == "estimate",
+        ex.context is not None and ex.context.trimmed_messages > 0,
+        operation,
+        route.provider.name if genai and route is not None else None,
+        requested_model(ex) if genai else None,
+        outcome.model if genai and outcome is not None else None,
+        request_server(ex) if genai else None,
+        genai and requested_stream(ex),
+        finish,
+    )
+
+
+def metric_attributes(shape: Shape) -> Attributes:
+    """The attributes every GenAI client metric carries (required ones first)."""
+    attrs: Attributes = {}
+    if shape.operation is not None and shape.provider is not None:
+        attrs[OPERATION] = shape.operation
+        attrs[PROVIDER] = shape.provider
+    if shape.request_model is not None:
+        attrs[REQUEST_MODEL] = shape.request_model
+    if shape.response_model is not None:
+        attrs[RESPONSE_MODEL] = shape.response_model
+    if shape.server is not None:
+        attrs[SERVER_ADDRESS] = shape.server.address
+        attrs[SERVER_PORT] = shape.server.port
+    if shape.error is not None:
+        attrs[ERROR_TYPE] = shape.error
+    return attrs
+
+
+def shape_attributes(shape: Shape) -> Attributes:
+    """A request span's attributes that depend on its shape only."""
+    attrs: Attributes = {
+        HTTP_METHOD: shape.method,
+        URL_PATH: shape.path,
+        "llm_proxy.attempts": shape.attempts,
+    }
+    if shape.status is not None:
+        attrs[HTTP_STATUS] = shape.status
+    if shape.route is not None:
+        attrs["llm_proxy.route"] = shape.route
+    if shape.upstream is not None:
+        attrs["llm_proxy.upstream"] = shape.upstream
+    if shape.estimated:
+        attrs["llm_proxy.usage.estimated"] = True  # counted by the proxy, not reported
+    if shape.compacted:
+        attrs[COMPACTED] = True
+    attrs.update(metric_attributes(shape))
+    if shape.stream:
+        attrs[REQUEST_STREAM] = True
+    if shape.finish_reasons:
+        attrs[FINISH_REASONS] = shape.finish_reasons
+    return attrs
+
+
+def varying_attributes(ex: Exchange, shape: Shape) -> Attributes:
+    """A request span's attributes that change from request to request."""
+    attrs: Attributes = {"llm_proxy.request_id": ex.request_id}
+    if ex.retry.waited_s > 0:
+        attrs["llm_proxy.retry.waited_s"] = round(ex.retry.waited_s, 6)
+    outcome = ex.usage
+    if outcome is not None and outcome.cost_usd is not None:
+        attrs["llm_proxy.cost_usd"] = outcome.cost_usd
+    if shape.operation is None:
         return attrs
+    ttfc = time_to_first_chunk(ex, shape)
+    if ttfc is not None:
+        attrs[TIME_TO_FIRST_CHUNK] = ttfc
+    if outcome is not None and outcome.usage.source != "none":
+        attrs.update(usage_attributes(outcome.usage))
+    return attrs
+
+
+def time_to_first_chunk(ex: Exchange, shape: Shape) -> float | None:
+    """Seconds from arrival to the first content of a streamed answer (None otherwise)."""
+    if shape.stream and ex.t_first_token is not None:
+        return ex.t_first_token - ex.t_start
+    return None
 
 
 def usage_attributes(usage: Usage) -> Attributes:
@@ -200,97 +286,57 @@ def usage_attributes(usage: Usage) -> Attributes:
     return {name: n for name, n in counts.items() if n is not None}
 
 
-def describe(ex: Exchange, error: str | None) -> GenAiCall | None:
-    """The GenAI view of a finished request, whose ``error_kind`` is ``error``; None when it
-    was not a model call."""
-    route = ex.route
-    if route is None:
-        return None
-    operation = operation_name(ex.request.method, route.provider.name, ex.tail)
-    if operation is None:
-        return None
-    outcome = ex.usage
-    usage = outcome.usage if outcome is not None and outcome.usage.source != "none" else None
-    finish = outcome.finish_reasons if outcome is not None else ()
-    if not finish and error is not None and operation != "embeddings":
-        finish = ("error",)  # expected but never received: the conventions say "error"
-    stream = requested_stream(ex)
-    ttfc = ex.t_first_token - ex.t_start if stream and ex.t_first_token is not None else None
-    return GenAiCall(
-        operation=operation,
-        provider=route.provider.name,
-        request_model=requested_model(ex),
-        response_model=outcome.model if outcome is not None else None,
-        server=request_server(ex),
-        error_type=error,
-        stream=stream,
-        time_to_first_chunk_s=ttfc,
-        finish_reasons=finish,
-        usage=usage,
+class AttemptShape(NamedTuple):
+    """An attempt's attributes except its wait (the only fact that varies much)."""
+
+    method: str
+    upstream: str
+    number: int
+    reason: str
+    status: int | None
+    hint: str | None
+    stream_failure: str | None
+    event_type: str | None
+    server: Server | None
+    error: str | None
+
+
+def attempt_shape(ex: Exchange, attempt: Attempt, number: int) -> AttemptShape:
+    upstream = _upstream(ex.route.config, attempt.upstream) if ex.route is not None else None
+    failure = attempt.stream_failure
+    return AttemptShape(
+        ex.request.method,
+        attempt.upstream,
+        number,
+        attempt.reason.value,
+        attempt.status,
+        attempt.hint,
+        failure.value if failure is not None else None,
+        attempt.event_type,
+        server_of(upstream.base_url) if upstream is not None else None,
+        attempt_error(attempt),
     )
 
 
-def request_attributes(ex: Exchange, error: str | None) -> Attributes:
-    """What every request span carries, model call or not: HTTP facts and the proxy's own
-    (``error`` is the request's ``error_kind``)."""
-    attrs: Attributes = {
-        HTTP_METHOD: ex.request.method,
-        URL_PATH: ex.request.rel_url.raw_path,
-        "llm_proxy.request_id": ex.request_id,
-        "llm_proxy.attempts": sum(1 for a in ex.attempts if a.sent),
-    }
-    if ex.status is not None:
-        attrs[HTTP_STATUS] = ex.status
-    if ex.route is not None:
-        attrs["llm_proxy.route"] = ex.route.name
-    if ex.upstream is not None:
-        attrs["llm_proxy.upstream"] = ex.upstream.name
-    if ex.retry.waited_s > 0:
-        attrs["llm_proxy.retry.waited_s"] = round(ex.retry.waited_s, 6)
-    outcome = ex.usage
-    if outcome is not None and outcome.usage.source == "estimate":
-        attrs["llm_proxy.usage.estimated"] = True  # counted by the proxy, not reported
-    if outcome is not None and outcome.cost_usd is not None:
-        attrs["llm_proxy.cost_usd"] = outcome.cost_usd
-    if error is not None:
-        attrs[ERROR_TYPE] = error
-    if ex.context is not None and ex.context.trimmed_messages > 0:
-        attrs[COMPACTED] = True
-    return attrs
-
-
-def span_name(ex: Exchange, call: GenAiCall | None) -> str:
-    if call is not None:
-        return call.span_name
-    return f"{ex.request.method} {ex.route.name}" if ex.route is not None else ex.request.method
-
-
-def attempt_attributes(ex: Exchange, attempt: Attempt, number: int) -> Attributes:
+def attempt_attributes(shape: AttemptShape) -> Attributes:
     """One upstream attempt: the HTTP client call, and why it ended as it did."""
     attrs: Attributes = {
-        HTTP_METHOD: ex.request.method,
-        "llm_proxy.upstream": attempt.upstream,
-        "llm_proxy.attempt.number": number,
-        "llm_proxy.attempt.reason": attempt.reason.value,
+        HTTP_METHOD: shape.method,
+        "llm_proxy.upstream": shape.upstream,
+        "llm_proxy.attempt.number": shape.number,
+        "llm_proxy.attempt.reason": shape.reason,
     }
-    upstream = _upstream(ex.route.config, attempt.upstream) if ex.route is not None else None
-    if upstream is not None:
-        server = server_of(upstream.base_url)
-        attrs[SERVER_ADDRESS] = server.address
-        attrs[SERVER_PORT] = server.port
-    if attempt.status is not None:
-        attrs[HTTP_STATUS] = attempt.status
-    if attempt.waited_s > 0:
-        attrs["llm_proxy.attempt.waited_s"] = round(attempt.waited_s, 6)
-    if attempt.hint is not None:
-        attrs["llm_proxy.attempt.wait_hint"] = attempt.hint
-    if attempt.stream_failure is not None:
-        attrs["llm_proxy.attempt.stream_failure"] = attempt.stream_failure.value
-    if attempt.event_type is not None:
-        attrs["llm_proxy.attempt.event_type"] = attempt.event_type
-    error = attempt_error(attempt)
-    if error is not None:
-        attrs[ERROR_TYPE] = error
+    if shape.server is not None:
+        attrs[SERVER_ADDRESS] = shape.server.address
+        attrs[SERVER_PORT] = shape.server.port
+    optional = {
+        HTTP_STATUS: shape.status,
+        "llm_proxy.attempt.wait_hint": shape.hint,
+        "llm_proxy.attempt.stream_failure": shape.stream_failure,
+        "llm_proxy.attempt.event_type": shape.event_type,
+        ERROR_TYPE: shape.error,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
     return attrs
 
 

@@ -1,21 +1,35 @@
 """A finished request as spans: the request's CLIENT span, one child per upstream attempt,
 events for context trimming, holds and upstreams skipped while cooling down.
 
-Pure: it reads the exchange's settled records and the ids fixed when the request started, and
+It reads the exchange's settled records and the ids fixed when the request started, and
 returns :class:`~proxy.otel.otlp.SpanData` with epoch-nanosecond times converted from the
 exchange's monotonic clock, so a span's timing is the request's, not the time of the report.
+The attributes that follow from a span's shape are encoded once per shape and reused
+(:class:`ShapeBlocks`); only the varying ones are left to encode per span.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 from ..exchange import Exchange
 from ..outcomes import AttemptReason
 from . import semconv
-from .otlp import FLAG_HAS_REMOTE_INFO, FLAG_REMOTE_PARENT, FLAG_SAMPLED, Event, SpanData
-from .semconv import Attributes, GenAiCall
+from .otlp import (
+    FLAG_HAS_REMOTE_INFO,
+    FLAG_REMOTE_PARENT,
+    FLAG_SAMPLED,
+    Event,
+    SpanData,
+    encode_attributes,
+)
+from .semconv import Attributes, Shape
 from .tracecontext import TraceIds, new_span_id
+
+MAX_SHAPES = 4096
+S = TypeVar("S", bound=Hashable)
 
 
 class Clock:
@@ -31,35 +45,53 @@ class Clock:
         return int(t * 1e9) + self.offset
 
 
+class ShapeBlocks:
+    """Encoded attribute blocks by shape, at most ``limit`` (then encoded each time).
+    Used from the event loop only."""
+
+    def __init__(self, limit: int = MAX_SHAPES) -> None:
+        self._blocks: dict[Hashable, bytes] = {}
+        self._limit = limit
+
+    def get(self, shape: S, attributes: Callable[[S], Attributes]) -> bytes:
+        """The encoded ``attributes(shape)``."""
+        block = self._blocks.get(shape)
+        if block is None:
+            block = encode_attributes(attributes(shape))
+            if len(self._blocks) < self._limit:
+                self._blocks[shape] = block
+        return block
+
+
 def request_spans(
     ex: Exchange,
     ids: TraceIds,
-    call: GenAiCall | None,
+    shape: Shape,
     clock: Clock,
+    blocks: ShapeBlocks,
     content: Attributes,
-    error: str | None,
 ) -> list[SpanData]:
-    """The request span first, then its attempt children (``error``: the ``error_kind``)."""
-    attrs = semconv.request_attributes(ex, error)
-    if call is not None:
-        attrs.update(call.span_attributes())
-        attrs.update(content)
+    """The request span first, then its attempt children."""
     parent = ids.parent
     flags = FLAG_SAMPLED | FLAG_HAS_REMOTE_INFO | (FLAG_REMOTE_PARENT if parent else 0)
+    attrs = semconv.varying_attributes(ex, shape)
+    if content:
+        attrs.update(content)
     root = SpanData(
         trace_id=ids.trace_id,
         span_id=ids.span_id,
         parent_span_id=parent.span_id if parent is not None else b"",
-        name=semconv.span_name(ex, call),
+        name=shape.span_name,
         start_ns=clock.ns(ex.t_start),
         end_ns=clock.ns(clock.now),
         attributes=attrs,
+        encoded_attributes=blocks.get(shape, semconv.shape_attributes),
         events=_events(ex, clock),
-        error=None if error is None else (ex.error or error)[:200],
+        error=None if shape.error is None else (ex.error or shape.error)[:200],
         trace_state=parent.trace_state if parent is not None else "",
         flags=flags,
     )
-    return [root, *_attempts(ex, root, clock)]
+    return [root, *_attempts(ex, root, clock, blocks)]
 
 
 def _events(ex: Exchange, clock: Clock) -> list[Event]:
@@ -92,10 +124,12 @@ def _events(ex: Exchange, clock: Clock) -> list[Event]:
             events.append(Event(semconv.SKIPPED_EVENT, clock.ns(cursor), attrs))
         else:
             cursor = attempt.started + attempt.duration_s + attempt.waited_s
-    return sorted(events, key=lambda e: e.time_ns)
+    if len(events) > 1:
+        events.sort(key=lambda e: e.time_ns)
+    return events
 
 
-def _attempts(ex: Exchange, root: SpanData, clock: Clock) -> list[SpanData]:
+def _attempts(ex: Exchange, root: SpanData, clock: Clock, blocks: ShapeBlocks) -> list[SpanData]:
     """One child per attempt sent. The attempt that answered lasts until the response ended
     (its body was relayed); a failed one ends with its failure."""
     sent = [i for i, a in enumerate(ex.attempts) if a.started is not None]
@@ -107,17 +141,21 @@ def _attempts(ex: Exchange, root: SpanData, clock: Clock) -> list[SpanData]:
         end = attempt.started + attempt.duration_s
         if i == sent[-1] and attempt.reason is AttemptReason.ANSWERED:
             end = clock.now if attempt.upstream == answered else end
-        error = semconv.attempt_error(attempt)
+        shape = semconv.attempt_shape(ex, attempt, i + 1)
+        waited: Attributes = {}
+        if attempt.waited_s > 0:
+            waited["llm_proxy.attempt.waited_s"] = round(attempt.waited_s, 6)
         children.append(
             SpanData(
                 trace_id=root.trace_id,
                 span_id=new_span_id(),
                 parent_span_id=root.span_id,
-                name=f"{ex.request.method} {attempt.upstream}",
+                name=f"{shape.method} {shape.upstream}",
                 start_ns=clock.ns(attempt.started),
                 end_ns=clock.ns(end),
-                attributes=semconv.attempt_attributes(ex, attempt, i + 1),
-                error=None if error is None else (attempt.detail or error)[:200],
+                attributes=waited,
+                encoded_attributes=blocks.get(shape, semconv.attempt_attributes),
+                error=None if shape.error is None else (attempt.detail or shape.error)[:200],
                 trace_state=root.trace_state,
                 flags=FLAG_SAMPLED | FLAG_HAS_REMOTE_INFO,
             )

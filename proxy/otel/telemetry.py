@@ -10,11 +10,12 @@ encoded to OTLP by :mod:`proxy.otel.otlp` (see there for why), and every setting
 from __future__ import annotations
 
 from ..config import Otel
+from ..usage import Usage
 from . import semconv
 from .export import Exporter, OnDrop
-from .histograms import Histogram
+from .histograms import MAX_SERIES, Histogram, Histograms, SeriesKey
 from .otlp import Origin, SpanData
-from .semconv import Attributes
+from .semconv import Attributes, Shape
 from .tracecontext import Sampler
 
 SCOPE = "llm-proxy"
@@ -48,31 +49,41 @@ class Telemetry:
             "Time to receive the first chunk of a streamed response.",
             semconv.DURATION_BUCKETS,
         )
-        histograms = (self.duration, self.tokens, self.time_to_first_chunk) if cfg.metrics else ()
-        self.metrics_on = bool(histograms)
+        self.histograms = Histograms(self.duration, self.tokens, self.time_to_first_chunk)
+        self.metrics_on = cfg.metrics
+        histograms = self.histograms if cfg.metrics else None
+        self._series: dict[Shape, tuple[SeriesKey, SeriesKey]] = {}
         self._exporter = Exporter(cfg, Origin.of(resource, SCOPE, version), histograms, on_drop)
 
     def submit(self, spans: list[SpanData]) -> None:
         self._exporter.submit(spans)
 
-    def record(self, call: semconv.GenAiCall, duration_s: float) -> None:
-        """The GenAI client metrics of one finished model call."""
+    def record(
+        self, shape: Shape, usage: Usage | None, ttfc_s: float | None, duration_s: float
+    ) -> None:
+        """The GenAI client metrics of one finished model call (``shape.operation`` set)."""
         if not self.metrics_on:
             return
-        attrs = call.metric_attributes()
-        series = tuple(attrs.items())
-        self.duration.record_series(duration_s, series)
-        if call.time_to_first_chunk_s is not None:
-            self.time_to_first_chunk.record_series(call.time_to_first_chunk_s, series)
-        usage = call.usage
-        if usage is None:
-            return
-        if call.error_type is not None:  # not an attribute of token usage
-            series = tuple(kv for kv in series if kv[0] != semconv.ERROR_TYPE)
-        if usage.prompt_tokens is not None:
-            self.tokens.record_series(usage.prompt_tokens, (*series, _INPUT))
-        if usage.completion_tokens is not None:
-            self.tokens.record_series(usage.completion_tokens, (*series, _OUTPUT))
+        series, tokens = self._series_of(shape)
+        with self.histograms.lock:
+            self.duration.record(duration_s, series)
+            if ttfc_s is not None:
+                self.time_to_first_chunk.record(ttfc_s, series)
+            if usage is not None and usage.prompt_tokens is not None:
+                self.tokens.record(usage.prompt_tokens, (*tokens, _INPUT))
+            if usage is not None and usage.completion_tokens is not None:
+                self.tokens.record(usage.completion_tokens, (*tokens, _OUTPUT))
+
+    def _series_of(self, shape: Shape) -> tuple[SeriesKey, SeriesKey]:
+        """The metric series of a shape, and the token usage series (no ``error.type``)."""
+        cached = self._series.get(shape)
+        if cached is None:
+            series = tuple(semconv.metric_attributes(shape).items())
+            tokens = tuple(kv for kv in series if kv[0] != semconv.ERROR_TYPE)
+            cached = (series, tokens)
+            if len(self._series) < MAX_SERIES:
+                self._series[shape] = cached
+        return cached
 
     def shutdown(self, timeout_s: float) -> None:
         """Blocking (call it off the loop): flush queued spans and the metrics."""

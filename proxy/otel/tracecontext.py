@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from multidict import CIMultiDictProxy
 
@@ -21,8 +21,7 @@ _ZERO_SPAN = "0" * 16
 _BOUND = 1 << 64
 
 
-@dataclass(frozen=True, slots=True)
-class Parent:
+class Parent(NamedTuple):
     """A caller's span context, from its ``traceparent``."""
 
     trace_id: bytes
@@ -85,9 +84,8 @@ class Sampler:
         return int.from_bytes(trace_id[8:], "big") < self._bound
 
 
-@dataclass(frozen=True, slots=True)
-class TraceIds:
-    """The ids of one request's span, fixed when the request starts (injection needs them)."""
+class TraceIds(NamedTuple):
+    """The ids of one request's span (fixed when the request starts if injection needs them)."""
 
     trace_id: bytes
     span_id: bytes

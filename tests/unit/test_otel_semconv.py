@@ -122,16 +122,26 @@ def test_error_kinds_are_a_closed_set(
     assert expected == error_kind(ex)
 
 
+def span_attributes(ex: Exchange) -> dict[str, Any]:
+    shape = semconv.shape_of(ex, error_kind(ex))
+    return {**semconv.shape_attributes(shape), **semconv.varying_attributes(ex, shape)}
+
+
 def test_a_chat_is_described_with_the_served_upstream_and_only_known_counts() -> None:
     ex = exchange(body={"model": "gpt-4o", "stream": True, "messages": []})
     ex.upstream = CFG.routes[0].upstreams[1]
-    ex.status, ex.stream = 200, True
+    ex.status, ex.stream, ex.request_id = 200, True, "rid"
     ex.t_first_token = ex.t_start + 0.25
     ex.usage = UsageOutcome("llama-3", Usage(10, 5, None, None, None, "upstream"), None, ("stop",))
-    call = semconv.describe(ex, error_kind(ex))
-    assert call is not None
-    assert ("chat gpt-4o", semconv.Server("10.0.0.5", 8000)) == (call.span_name, call.server)
+    shape = semconv.shape_of(ex, None)
+    assert ("chat gpt-4o", semconv.Server("10.0.0.5", 8000)) == (shape.span_name, shape.server)
     assert {
+        "http.request.method": "POST",
+        "url.path": "/openai/v1/chat/completions",
+        "llm_proxy.attempts": 0,
+        "http.response.status_code": 200,
+        "llm_proxy.route": "/openai",
+        "llm_proxy.upstream": "local",
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o",
@@ -139,13 +149,27 @@ def test_a_chat_is_described_with_the_served_upstream_and_only_known_counts() ->
         "server.address": "10.0.0.5",
         "server.port": 8000,
         "gen_ai.request.stream": True,
-        "gen_ai.response.time_to_first_chunk": 0.25,
         "gen_ai.response.finish_reasons": ("stop",),
+        "llm_proxy.request_id": "rid",
+        "gen_ai.response.time_to_first_chunk": 0.25,
         "gen_ai.usage.input_tokens": 10,
         "gen_ai.usage.output_tokens": 5,
-    } == call.span_attributes()
+    } == span_attributes(ex)
     ex.usage.usage.source = "estimate"
-    assert True is semconv.request_attributes(ex, None)["llm_proxy.usage.estimated"]
+    assert True is span_attributes(ex)["llm_proxy.usage.estimated"]
+
+
+def test_equal_shapes_mean_equal_attributes_and_varying_facts_stay_out_of_the_shape() -> None:
+    """The shape is what the encoded attributes are cached by: two requests that differ only
+    in id, tokens and timing share it; a different status does not."""
+    one, two = exchange(body={"model": "gpt-4o"}), exchange(body={"model": "gpt-4o"})
+    for ex, tokens in ((one, 10), (two, 99)):
+        ex.status = 200
+        ex.usage = UsageOutcome("gpt-4o", Usage(tokens, 1, None, None, None, "upstream"), 0.1)
+    assert semconv.shape_of(one, None) == semconv.shape_of(two, None)
+    assert one.request_id != two.request_id
+    two.status = 500
+    assert semconv.shape_of(one, None) != semconv.shape_of(two, "500")
 
 
 def test_a_failed_call_without_an_answer_reports_error_as_finish_reason_and_last_server() -> None:
@@ -155,34 +179,46 @@ def test_a_failed_call_without_an_answer_reports_error_as_finish_reason_and_last
         Attempt("local", AttemptReason.UNREACHABLE, started=ex.t_start),
     ]
     ex.status = 502
-    call = semconv.describe(ex, error_kind(ex))
-    assert call is not None
-    assert ("502", ("error",), semconv.Server("10.0.0.5", 8000), None) == (
-        call.error_type,
-        call.finish_reasons,
-        call.server,
-        call.usage,
+    shape = semconv.shape_of(ex, error_kind(ex))
+    assert ("502", ("error",), semconv.Server("10.0.0.5", 8000), 2) == (
+        shape.error,
+        shape.finish_reasons,
+        shape.server,
+        shape.attempts,
     )
     assert ["503", "unreachable"] == [semconv.attempt_error(a) for a in ex.attempts]
+    attempt = semconv.attempt_attributes(semconv.attempt_shape(ex, ex.attempts[1], 2))
+    assert {
+        "http.request.method": "POST",
+        "llm_proxy.upstream": "local",
+        "llm_proxy.attempt.number": 2,
+        "llm_proxy.attempt.reason": "unreachable",
+        "server.address": "10.0.0.5",
+        "server.port": 8000,
+        "error.type": "unreachable",
+    } == attempt
 
 
-def test_requests_that_generate_nothing_are_no_genai_call() -> None:
-    assert None is semconv.describe(exchange("/openai/v1/models", method="GET"), None)
+def test_requests_that_generate_nothing_carry_no_genai_attributes() -> None:
+    models = exchange("/openai/v1/models", method="GET")
+    models.status = 200
+    shape = semconv.shape_of(models, None)
+    assert (None, "GET /openai") == (shape.operation, shape.span_name)
+    assert not any(k.startswith("gen_ai.") for k in span_attributes(models))
     refused = exchange("/nowhere")
     refused.status = 404
-    assert None is semconv.describe(refused, error_kind(refused))
-    assert "GET /openai" == semconv.span_name(exchange("/openai/v1/models", method="GET"), None)
-    assert "POST" == semconv.span_name(refused, None)
+    shape = semconv.shape_of(refused, error_kind(refused))
+    assert ("POST", {"error.type": "404"}) == (shape.span_name, semconv.metric_attributes(shape))
     assert {"error.type": "404", "http.response.status_code": 404}.items() <= (
-        semconv.request_attributes(refused, "404").items()
+        span_attributes(refused).items()
     )
 
 
 def test_a_trimmed_request_is_marked_compacted() -> None:
     ex = exchange(body={"model": "gpt-4o", "messages": []})
-    assert "gen_ai.conversation.compacted" not in semconv.request_attributes(ex, None)
+    assert "gen_ai.conversation.compacted" not in span_attributes(ex)
     ex.context = ContextOutcome(100, "exact", 120, trimmed_messages=2)
-    assert True is semconv.request_attributes(ex, None)["gen_ai.conversation.compacted"]
+    assert True is span_attributes(ex)["gen_ai.conversation.compacted"]
 
 
 def test_captured_content_uses_the_conventions_parts() -> None:
