@@ -74,7 +74,9 @@ def _start_telemetry(config: Config, metrics: Metrics) -> Telemetry | None:
     def dropped(reason: str, spans: int) -> None:
         metrics.otel_dropped.labels(reason).inc(spans)
 
-    return Telemetry(config.otel, dropped, _version())
+    telemetry = Telemetry(config.otel, dropped, _version())
+    telemetry.start()
+    return telemetry
 
 
 def _version() -> str:
@@ -82,13 +84,6 @@ def _version() -> str:
         return importlib.metadata.version("llm-proxy")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-async def _stop_telemetry(telemetry: Telemetry | None, timeout_s: float) -> None:
-    """Flush queued spans and the metrics, waiting at most ``timeout_s`` (the export thread
-    is a daemon: a collector that does not answer never keeps the process from exiting)."""
-    if telemetry is not None:
-        await asyncio.to_thread(telemetry.shutdown, timeout_s)
 
 
 PluginFactory = Callable[[Config, Resources], list[Plugin]]
@@ -169,7 +164,8 @@ def make_app(
         await generations.close()
         await res.cooldowns.close()
         await res.session.close()
-        await _stop_telemetry(res.telemetry, config.otel.export_timeout_s)
+        if res.telemetry is not None:  # what is queued still goes out, within a bound
+            await res.telemetry.stop(config.otel.export_timeout_s)
         _flush_log(logger)
 
     app.cleanup_ctx.append(resources)

@@ -1,4 +1,4 @@
-"""One server's OpenTelemetry pipeline: sampler, GenAI histograms, and the export thread.
+"""One server's OpenTelemetry pipeline: sampler, GenAI histograms, and the export task.
 
 Built at startup when ``otel`` is configured and shut down (flushing what is queued) when
 the server stops. Nothing is global, so several apps in one process (tests, reloads) never
@@ -85,6 +85,10 @@ class Telemetry:
                 self._series[shape] = cached
         return cached
 
-    def shutdown(self, timeout_s: float) -> None:
-        """Blocking (call it off the loop): flush queued spans and the metrics."""
-        self._exporter.shutdown(timeout_s)
+    def start(self) -> None:
+        """Start exporting (on the running event loop)."""
+        self._exporter.start()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Send what is queued and the metrics once more, waiting at most ``timeout_s``."""
+        await self._exporter.stop(timeout_s)
