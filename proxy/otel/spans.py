@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..exchange import Exchange
-from ..outcomes import AttemptReason
+from ..outcomes import Attempt, AttemptReason
 from . import semconv
 from .otlp import (
     FLAG_HAS_REMOTE_INFO,
@@ -45,13 +45,46 @@ class Clock:
         return int(t * 1e9) + self.offset
 
 
+class AttemptFace(NamedTuple):
+    """What an attempt's child span takes from its shape: name, attributes, error type."""
+
+    name: str
+    block: bytes
+    error: str | None
+
+
 class ShapeBlocks:
     """Encoded attribute blocks by shape, at most ``limit`` (then encoded each time).
     Used from the event loop only."""
 
     def __init__(self, limit: int = MAX_SHAPES) -> None:
         self._blocks: dict[Hashable, bytes] = {}
+        self._faces: dict[tuple[object, ...], AttemptFace] = {}
         self._limit = limit
+
+    def attempt(self, ex: Exchange, attempt: Attempt, number: int) -> AttemptFace:
+        """The face of an attempt, looked up by the raw facts its shape is made of (so the
+        common case does not even build the shape)."""
+        route = ex.route.config.prefix if ex.route is not None else None
+        key = (
+            route,
+            ex.request.method,
+            number,
+            attempt.upstream,
+            attempt.reason,
+            attempt.status,
+            attempt.hint,
+            attempt.stream_failure,
+            attempt.event_type,
+        )
+        face = self._faces.get(key)
+        if face is None:
+            shape = semconv.attempt_shape(ex, attempt, number)
+            block = encode_attributes(semconv.attempt_attributes(shape))
+            face = AttemptFace(f"{shape.method} {shape.upstream}", block, shape.error)
+            if len(self._faces) < self._limit:
+                self._faces[key] = face
+        return face
 
     def get(self, shape: S, attributes: Callable[[S], Attributes]) -> bytes:
         """The encoded ``attributes(shape)``."""
@@ -141,23 +174,24 @@ def _attempts(ex: Exchange, root: SpanData, clock: Clock, blocks: ShapeBlocks) -
         end = attempt.started + attempt.duration_s
         if i == sent[-1] and attempt.reason is AttemptReason.ANSWERED:
             end = clock.now if attempt.upstream == answered else end
-        shape = semconv.attempt_shape(ex, attempt, i + 1)
+        face = blocks.attempt(ex, attempt, i + 1)
         waited: Attributes = {}
         if attempt.waited_s > 0:
             waited["llm_proxy.attempt.waited_s"] = round(attempt.waited_s, 6)
         children.append(
             SpanData(
-                trace_id=root.trace_id,
-                span_id=new_span_id(),
-                parent_span_id=root.span_id,
-                name=f"{shape.method} {shape.upstream}",
-                start_ns=clock.ns(attempt.started),
-                end_ns=clock.ns(end),
-                attributes=waited,
-                encoded_attributes=blocks.get(shape, semconv.attempt_attributes),
-                error=None if shape.error is None else (attempt.detail or shape.error)[:200],
-                trace_state=root.trace_state,
-                flags=FLAG_SAMPLED | FLAG_HAS_REMOTE_INFO,
+                root.trace_id,
+                new_span_id(),
+                root.span_id,
+                face.name,
+                clock.ns(attempt.started),
+                clock.ns(end),
+                waited,
+                face.block,
+                [],
+                None if face.error is None else (attempt.detail or face.error)[:200],
+                root.trace_state,
+                FLAG_SAMPLED | FLAG_HAS_REMOTE_INFO,
             )
         )
     return children
