@@ -94,6 +94,8 @@ class Point:
 @dataclass
 class OtlpReceiver:
     spans: list[Span] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)
+    """Spans per ``/v1/traces`` request, in arrival order."""
     points: list[Point] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     trace_posts: int = 0
@@ -118,10 +120,13 @@ class OtlpReceiver:
         if self.hold is not None:
             await self.hold.wait()
         message = ExportTraceServiceRequest.FromString(await self._body(request))
+        count = 0
         for rs in message.resource_spans:
             resource = attributes_of(rs.resource.attributes)
             for ss in rs.scope_spans:
                 self.spans.extend(_span(s, resource) for s in ss.spans)
+                count += len(ss.spans)
+        self.batches.append(count)
         return web.Response(content_type="application/x-protobuf")
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -414,6 +414,26 @@ async def test_a_full_export_queue_drops_new_spans_and_counts_them(
     assert 2 * requests == len(receiver.spans) + await dropped()
 
 
+async def test_spans_go_in_full_batches_and_the_rest_at_the_flush(
+    fake: FakeUpstream, receiver: OtlpReceiver, aiohttp_server: Any, logs: LogCapture
+) -> None:
+    """With a long schedule delay only full batches are sent while serving; what is left goes
+    when the server stops."""
+    from proxy import config as config_mod
+    from proxy.app import make_app
+
+    raw = otel_config(fake.url, receiver, max_export_batch_size=4, schedule_delay_s=60)
+    app = make_app(config_mod.from_dict(raw, env={}), log_stream=logs)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("")).rstrip("/")
+    for _ in range(5):  # 10 spans: a request and its attempt each
+        assert 200 == (await post(url + "/openai" + CHAT, CHAT_BODY))[0]
+    await receiver.wait_for(lambda r: len(r.batches) >= 2)
+    assert [4, 4] == receiver.batches
+    await server.close()  # the app's cleanup flushes the queue
+    assert [4, 4, 2] == receiver.batches
+
+
 NO_OTEL_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
