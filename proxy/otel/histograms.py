@@ -1,15 +1,15 @@
 """Cumulative histograms for the GenAI client metrics, aggregated in the proxy.
 
-Recording is a dict lookup, a bisect and four additions under a lock (a few microseconds),
-where the OpenTelemetry SDK's instruments hash and sort the attributes on every call. The
-export thread reads a snapshot. Distinct attribute sets are capped per metric, as the SDK's
-cardinality limit does; the rest are summed under ``otel.metric.overflow=true``.
+Recording is a dict lookup, a bisect and four additions (a few microseconds), where the
+OpenTelemetry SDK's instruments hash and sort the attributes on every call. Recording and the
+export task's snapshots both run on the event loop, so no lock is needed. Distinct attribute
+sets are capped per metric, as the SDK's cardinality limit does; the rest are summed under
+``otel.metric.overflow=true``.
 """
 
 from __future__ import annotations
 
 import bisect
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,8 +31,7 @@ class _Series:
 
 
 class Histogram:
-    """One metric's series. Not locked itself: :class:`Histograms` holds the one lock that
-    the event loop (recording) and the export thread (snapshots) share."""
+    """One metric's series."""
 
     def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
         self.name, self.unit, self.description = name, unit, description
@@ -63,12 +62,10 @@ class Histogram:
 
 
 class Histograms:
-    """A set of histograms behind one lock: one acquire per request, consistent snapshots."""
+    """The histograms one export sends together."""
 
     def __init__(self, *histograms: Histogram) -> None:
         self.all = histograms
-        self.lock = threading.Lock()
 
     def snapshot(self) -> list[HistogramData]:
-        with self.lock:
-            return [h.snapshot() for h in self.all]
+        return [h.snapshot() for h in self.all]

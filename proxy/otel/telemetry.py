@@ -24,6 +24,8 @@ _OUTPUT = (semconv.TOKEN_TYPE, "output")
 
 
 class Telemetry:
+    """What the OpenTelemetry plugin reports into; lives as long as the server."""
+
     def __init__(self, cfg: Otel, on_drop: OnDrop, version: str) -> None:
         self.config = cfg
         self.sampler = Sampler(cfg.sample_ratio)
@@ -65,14 +67,13 @@ class Telemetry:
         if not self.metrics_on:
             return
         series, tokens = self._series_of(shape)
-        with self.histograms.lock:
-            self.duration.record(duration_s, series)
-            if ttfc_s is not None:
-                self.time_to_first_chunk.record(ttfc_s, series)
-            if usage is not None and usage.prompt_tokens is not None:
-                self.tokens.record(usage.prompt_tokens, (*tokens, _INPUT))
-            if usage is not None and usage.completion_tokens is not None:
-                self.tokens.record(usage.completion_tokens, (*tokens, _OUTPUT))
+        self.duration.record(duration_s, series)
+        if ttfc_s is not None:
+            self.time_to_first_chunk.record(ttfc_s, series)
+        if usage is not None and usage.prompt_tokens is not None:
+            self.tokens.record(usage.prompt_tokens, (*tokens, _INPUT))
+        if usage is not None and usage.completion_tokens is not None:
+            self.tokens.record(usage.completion_tokens, (*tokens, _OUTPUT))
 
     def _series_of(self, shape: Shape) -> tuple[SeriesKey, SeriesKey]:
         """The metric series of a shape, and the token usage series (no ``error.type``)."""

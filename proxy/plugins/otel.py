@@ -11,8 +11,8 @@ attempt, events for context trimming and holds, and the GenAI client metrics.
   exchange's records with its own timestamps) handed to the export queue, and a model call
   is recorded in the GenAI histograms, sampled or not.
 
-Spans are encoded on the loop (see :meth:`~proxy.otel.export.Exporter.submit` for why) and
-sent by the export thread.
+Spans are encoded on the loop (see :mod:`proxy.otel.export` for why) and
+sent by the export task.
 """
 
 from __future__ import annotations
