@@ -7,11 +7,14 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .config import Config
+from .dashboard.pacing import PacerView
+from .dashboard.stats import LiveStats
+from .dashboard.web import add_dashboard_routes
 from .forward import make_session
 from .handler import expect_continue, handle, http_errors
 from .logs import make_logger
@@ -19,6 +22,7 @@ from .metrics import METRICS, Metrics, metrics_handler
 from .models import ModelRegistry
 from .plugins import Pipeline, Plugin
 from .plugins.context_budget import ContextBudget
+from .plugins.dashboard import DashboardFeed
 from .plugins.metrics import MetricsPlugin
 from .plugins.request_log import RequestLog
 from .plugins.usage import UsageAccounting
@@ -31,8 +35,12 @@ from .resilience.pacer import Pacer
 from .resilience.pacing_store import PacingStore, RedisPacingStore, make_pacing_store
 from .resilience.scope import Fingerprinter
 from .routing import Router
-from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz
+from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz, serves_metrics_apart
 from .state import STATE, AppState, StateHolder
+from .version import __version__
+
+if TYPE_CHECKING:  # imported only when OpenTelemetry is configured
+    from .otel.telemetry import Telemetry
 
 __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app"]
 
@@ -44,12 +52,39 @@ def default_plugins(config: Config, res: Resources) -> list[Plugin]:
     metrics: list[Plugin] = []
     if config.metrics.enabled:
         metrics.append(MetricsPlugin(res.metrics, registry.known_names(), res.logger))
+    dashboard: list[Plugin] = []
+    if res.live is not None:
+        dashboard.append(DashboardFeed(res.live, res.logger))
     return [
+        *_tracing(config, res),
         ContextBudget(registry, res.corrections),
         UsageAccounting(PriceTable(registry=registry)),
         *metrics,
+        *dashboard,
         RequestLog(res.logger),
     ]
+
+
+def _tracing(config: Config, res: Resources) -> list[Plugin]:
+    """The OpenTelemetry plugin, imported only when it is configured."""
+    if res.telemetry is None:
+        return []
+    from .plugins.otel import otel_plugin
+
+    return [otel_plugin(res.telemetry, config, res.logger)]
+
+
+def _start_telemetry(config: Config, metrics: Metrics) -> Telemetry | None:
+    if not config.otel.enabled:
+        return None
+    from .otel.telemetry import Telemetry
+
+    def dropped(reason: str, spans: int) -> None:
+        metrics.otel_dropped.labels(reason).inc(spans)
+
+    telemetry = Telemetry(config.otel, dropped, __version__)
+    telemetry.start()
+    return telemetry
 
 
 PluginFactory = Callable[[Config, Resources], list[Plugin]]
@@ -132,7 +167,10 @@ def make_app(
             metrics=metrics,
             pacer=Pacer(pacing_store),
             fingerprint=Fingerprinter(await _fingerprint_secret(config, pacing_store)),
+            telemetry=_start_telemetry(config, metrics),
+            live=LiveStats(config.dashboard.recent_requests) if config.dashboard.enabled else None,
         )
+        res.pacing = PacerView(res.pacer) if config.pacing.enabled else None
         app[RESOURCES] = res
         build = functools.partial(build_state, res=res, plugins=plugins)
         holder.current = build(config)
@@ -151,12 +189,16 @@ def make_app(
         await pacing_store.close()
         await res.cooldowns.close()
         await res.session.close()
+        if res.telemetry is not None:  # what is queued still goes out, within a bound
+            await res.telemetry.stop(config.otel.export_timeout_s)
         _flush_log(logger)
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     if config.metrics.enabled and config.metrics.port is None:  # else serve() listens for it
         app.router.add_get("/metrics", metrics_handler(metrics))
+    if config.dashboard.enabled and not serves_metrics_apart(config):
+        add_dashboard_routes(app, app)
     app.router.add_route(
         "*", "/{tail:.*}", pinned(handle, generations), expect_handler=expect_continue
     )

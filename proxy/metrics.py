@@ -131,6 +131,13 @@ class Metrics:
             [*_BY_UPSTREAM, "reason"],
             registry=r,
         )
+        self.otel_dropped = Counter(
+            "llm_proxy_otel_dropped_spans",
+            "Spans not exported (reason: queue_full when the export queue was full, "
+            "export_failed when the collector refused or could not be reached).",
+            ["reason"],
+            registry=r,
+        )
         self.cache_lookups = Counter(
             "llm_proxy_cache_lookups",
             "Reserved for the response cache (result: hit or miss); nothing counts it yet.",

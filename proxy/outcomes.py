@@ -81,6 +81,27 @@ class Attempt:
         return self.reason not in (AttemptReason.COOLING_DOWN, AttemptReason.LOCAL)
 
 
+class HoldKind(enum.StrEnum):
+    """Why a request was held before sending (not a wait after a failed attempt)."""
+
+    COOLDOWN = "cooldown"
+    """A shared cooldown, set by another request's 429/503/529, was waited out."""
+    PACING = "pacing"
+    """A pacer held the request to stay under a rate limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One hold before an attempt: traces show it as an event, dashboards as pacing state."""
+
+    kind: HoldKind
+    scope: str
+    """What was held on: the upstream name (a pacer may name a finer scope)."""
+    started: float
+    """``time.monotonic()`` when the hold began."""
+    waited_s: float
+
+
 @dataclass(slots=True)
 class RetryOutcome:
     """What the attempt loop spent on one request besides the attempts themselves."""
@@ -98,6 +119,8 @@ class RetryOutcome:
     queue, probe (a scope's first request out), or cooldown."""
     ratelimited: str | None = None
     """The scope kind (``model``, ``upstream``) that made the proxy refuse with its own 429."""
+    holds: list[Hold] = field(default_factory=list)
+    """Each hold before sending, in order (traces show them as events)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +141,8 @@ class UsageOutcome:
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
+    finish_reasons: tuple[str, ...] = ()
+    """Why generation stopped, one per choice, as the provider said (``stop``, ``end_turn``)."""
 
 
 @dataclass(slots=True)

@@ -14,13 +14,15 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from .config import Config
 from .context.correction import Corrections, MemorySampleStore
+from .dashboard.stats import LiveStats
+from .dashboard.view import PacingSource
 from .metrics import Metrics
 from .resilience.cooldown import CooldownStore
 from .resilience.pacer import Pacer
@@ -29,6 +31,9 @@ from .resilience.scope import Fingerprinter
 from .sdnotify import Notifier
 from .state import AppState, StateHolder
 from .translate import MemoryResponseStore, ResponseStore
+
+if TYPE_CHECKING:  # imported only when OpenTelemetry is configured
+    from .otel.telemetry import Telemetry
 
 
 @dataclass(slots=True)
@@ -46,14 +51,31 @@ class Resources:
     pacer: Pacer = field(default_factory=lambda: Pacer(MemoryPacingStore()))
     """Live rate-limit models per scope, shared by every generation (and process, on Redis)."""
     fingerprint: Fingerprinter = field(default_factory=Fingerprinter)
+    telemetry: Telemetry | None = None
+    """The OpenTelemetry pipeline, when ``otel`` is configured."""
+    live: LiveStats | None = None
+    """The dashboard's rolling windows, when the dashboard is on."""
+    pacing: PacingSource | None = None
+    """The pacer's state for the dashboard, when pacing is on."""
 
 
 RESOURCES = web.AppKey("resources", Resources)
 
-RESTART_ONLY = ("listen", "workers", "limits", "logging", "metrics", "state", "drain_timeout_s")
+RESTART_ONLY = (
+    "listen",
+    "workers",
+    "limits",
+    "logging",
+    "metrics",
+    "state",
+    "drain_timeout_s",
+    "otel",
+    "dashboard",
+)
 """Top-level keys read once at startup: the listen sockets and worker count, the app's body
 limit, the logger, the metrics routes and listen address, the cooldown store backend, the
-runner's drain timeout. ``timeouts.connect_s`` lives on the shared session, so it is one too."""
+runner's drain timeout, the OpenTelemetry pipeline, the dashboard's routes and windows.
+``timeouts.connect_s`` lives on the shared session, so it is one too."""
 
 
 def adopt(running: Config, new: Config) -> tuple[Config, list[str]]:

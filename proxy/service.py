@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .config import Config
 from .connections import ConnectionGuard, ConnectionLimits, Shape
+from .dashboard.web import add_dashboard_routes
 from .listeners import (
     Bound,
     ListenError,
@@ -260,6 +261,11 @@ def log_startup(
     )
 
 
+def serves_metrics_apart(config: Config) -> bool:
+    """/metrics (and /dashboard with it) on their own address rather than the proxy's."""
+    return config.metrics.enabled and config.metrics.port is not None
+
+
 async def _serve_metrics(
     app: web.Application,
     config: Config,
@@ -267,8 +273,12 @@ async def _serve_metrics(
     runners: list[web.AppRunner],
     backlog: int,
 ) -> None:
-    """/metrics on its own address; it stays up while the proxy drains (cleaned up last)."""
-    metrics = web.AppRunner(make_metrics_app(app[METRICS]), access_log=None)
+    """/metrics (and /dashboard) on their own address; they stay up while the proxy drains
+    (cleaned up last)."""
+    metrics_app = make_metrics_app(app[METRICS])
+    if config.dashboard.enabled:
+        add_dashboard_routes(metrics_app, app)
+    metrics = web.AppRunner(metrics_app, access_log=None)
     runners.append(metrics)
     await metrics.setup()
     host = config.metrics.host or config.listen.host

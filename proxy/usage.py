@@ -3,9 +3,9 @@
 The relay shows every upstream chunk to a :class:`UsageTap` after writing it to the client.
 The tap parses SSE streams (OpenAI Chat Completions, OpenAI Responses, Anthropic Messages)
 or a JSON body, and reports the first content event (time to first token), the usage block
-the provider sent, the model, how the stream ended, and the generated text so a caller can
-estimate completion tokens when no usage came. It never raises: bad input only means
-"no usage" (``source="none"``).
+the provider sent, the model, how the stream ended, why generation stopped (finish reasons),
+and the generated text so a caller can estimate completion tokens when no usage came. It
+never raises: bad input only means "no usage" (``source="none"``).
 """
 
 from __future__ import annotations
@@ -167,6 +167,33 @@ def _error_type(payload: object) -> str:
     return "error"
 
 
+def _has_finish_reason(data: str) -> bool:
+    """Cheap test: a ``"finish_reason"`` key whose value is a string (not ``null``)."""
+    i = data.find('"finish_reason"')
+    while i >= 0:
+        j = i + 15
+        while j < len(data) and data[j] in " \t\r\n:":
+            j += 1
+        if j < len(data) and data[j] == '"':
+            return True
+        i = data.find('"finish_reason"', j)
+    return False
+
+
+def _responses_finish(response: dict) -> str | None:
+    """A Responses API status as a finish reason, in Chat Completions' words."""
+    status = response.get("status")
+    if status == "completed":
+        return "stop"
+    if status == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return reason if isinstance(reason, str) and reason else "length"
+    if status in ("failed", "cancelled"):
+        return "error"
+    return None
+
+
 def _may_have_usage(data: str) -> bool:
     """Cheap test: a ``"usage"`` key whose value is an object (not ``null``)."""
     i = data.find('"usage"')
@@ -224,8 +251,9 @@ class UsageTap:
     """Observes one upstream response. ``feed`` every chunk, then ``finish`` once.
 
     Public state: ``completion_text`` (generated text, bounded), ``model`` (as reported
-    upstream), ``saw_terminal`` (OpenAI ``[DONE]``, a Responses terminal event, Anthropic
-    ``message_stop``), ``error_event`` (type of an in-stream error, e.g. ``overloaded_error``).
+    upstream), ``finish_reasons`` (one per choice, in choice order), ``saw_terminal``
+    (OpenAI ``[DONE]``, a Responses terminal event, Anthropic ``message_stop``),
+    ``error_event`` (type of an in-stream error, e.g. ``overloaded_error``).
     Streams fill these as events arrive; a JSON body is parsed once, in ``finish``.
     """
 
@@ -254,6 +282,15 @@ class UsageTap:
         self.model: str | None = None
         self.saw_terminal = False
         self.error_event: str | None = None
+        self._finish: dict[int, str] = {}
+
+    @property
+    def finish_reasons(self) -> tuple[str, ...]:
+        return tuple(self._finish[i] for i in sorted(self._finish))
+
+    def _set_finish(self, index: object, reason: object) -> None:
+        if isinstance(reason, str) and reason and isinstance(index, int) and 0 <= index < 128:
+            self._finish[index] = reason
 
     @property
     def completion_text(self) -> str:
@@ -346,6 +383,7 @@ class UsageTap:
                 self._idle()
                 and self.model is not None
                 and not _may_have_usage(data)
+                and not _has_finish_reason(data)
                 and '"error"' not in data
             ):
                 return
@@ -376,9 +414,10 @@ class UsageTap:
         choices = obj.get("choices")
         if not isinstance(choices, list):
             return
-        for choice in choices:
+        for n, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
+            self._set_finish(choice.get("index", n), choice.get("finish_reason"))
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 self._chat_delta(delta)
@@ -421,6 +460,8 @@ class UsageTap:
                 self._set_error(response)
         if kind in _RESPONSES_END:
             self.saw_terminal = True
+            if isinstance(response, dict):
+                self._set_finish(0, _responses_finish(response))
 
     # -- Anthropic -------------------------------------------------------------------------
 
@@ -453,6 +494,9 @@ class UsageTap:
             usage = holder.get("usage")
             if isinstance(usage, dict):
                 self._counts.merge(_anthropic_counts(usage))
+            delta = obj.get("delta")
+            if kind == "message_delta" and isinstance(delta, dict):
+                self._set_finish(0, delta.get("stop_reason"))
         elif kind == "message_stop":
             self.saw_terminal = True
         elif kind == "error":
@@ -471,6 +515,18 @@ class UsageTap:
             self._counts.merge(counts)
         for text in _body_texts(obj):
             self._content(text)
+        self._body_finish(obj)
+
+    def _body_finish(self, obj: dict) -> None:
+        """Chat ``choices[].finish_reason``, Anthropic ``stop_reason``, Responses ``status``."""
+        choices = obj.get("choices")
+        for n, choice in enumerate(choices if isinstance(choices, list) else ()):
+            if isinstance(choice, dict):
+                self._set_finish(choice.get("index", n), choice.get("finish_reason"))
+        if self._anthropic:
+            self._set_finish(0, obj.get("stop_reason"))
+        elif obj.get("object") == "response":
+            self._set_finish(0, _responses_finish(obj))
 
 
 def _body_texts(obj: dict) -> Iterator[str]:

@@ -62,6 +62,22 @@ def _count_tokens(
     return completion, count_request(body, provider, factor).tokens
 
 
+def open_tap(ex: Exchange) -> UsageTap | None:
+    """A tap for a JSON or SSE answer to an LLM call; None (never look again) otherwise."""
+    headers = ex.upstream_headers
+    if headers is None or ex.route is None or not is_llm_call(ex):
+        return None
+    ctype = headers.get("Content-Type", "").lower()
+    streaming = ctype.startswith("text/event-stream")
+    if not streaming and "json" not in ctype:
+        return None
+    return UsageTap(
+        ex.route.provider.name,
+        streaming=streaming,
+        content_encoding=headers.get("Content-Encoding"),
+    )
+
+
 _TAP: SlotKey[UsageTap | None] = SlotKey("usage_tap")
 
 
@@ -83,24 +99,9 @@ class UsageAccounting(Plugin):
         slots = ex.slots
         tap = slots.get(_TAP, _NEW)
         if tap is _NEW:
-            tap = slots[_TAP] = self._open(ex)
+            tap = slots[_TAP] = open_tap(ex)
         if tap is not None and tap.feed(chunk):
             ex.t_first_token = time.monotonic()
-
-    def _open(self, ex: Exchange) -> UsageTap | None:
-        """A tap for a JSON or SSE answer to an LLM call; None (never look again) otherwise."""
-        headers = ex.upstream_headers
-        if headers is None or ex.route is None or not is_llm_call(ex):
-            return None
-        ctype = headers.get("Content-Type", "").lower()
-        streaming = ctype.startswith("text/event-stream")
-        if not streaming and "json" not in ctype:
-            return None
-        return UsageTap(
-            ex.route.provider.name,
-            streaming=streaming,
-            content_encoding=headers.get("Content-Encoding"),
-        )
 
     async def on_complete(self, ex: Exchange) -> None:
         if ex.route is None or not is_llm_call(ex):
@@ -111,6 +112,7 @@ class UsageAccounting(Plugin):
         outcome.model = (tap.model if tap is not None else None) or await self._request_model(ex)
         if tap is None:
             return
+        outcome.finish_reasons = tap.finish_reasons
         if tap.error_event is not None and ex.error is None:
             ex.error = f"upstream error event: {tap.error_event}"
         ok = ex.status is not None and 200 <= ex.status < 300

@@ -23,11 +23,11 @@ from ..crossing import client_view
 from ..errors import ProxyError, RateLimited, UpstreamTimeout
 from ..exchange import Exchange
 from ..forward import LiveResponse, open_attempt, read_head
-from ..outcomes import Attempt, AttemptReason
+from ..outcomes import Attempt, AttemptReason, Hold, HoldKind
 from ..plugins import Refusal
 from ..translate import ResponseStore
 from .commit import Committed, HoldLimits, hold_until_content
-from .gate import Go, Hold, ScopeGate
+from .gate import Go, OverBudget, ScopeGate
 from .hints import backoff, is_quota_exhausted, parse_wait
 from .legs import Answer, Dispatch, Failed, GiveUp, Leg, Reply, body_for, make_leg
 from .pacer import PRIORITY_HEADER, parse_priority
@@ -223,6 +223,10 @@ class _Run:
         if go.held_s > 0:
             retry.held_s += go.held_s
             retry.held_for = go.held_for
+            kind = HoldKind.COOLDOWN if go.held_for == "cooldown" else HoldKind.PACING
+            scope = leg.claim.scopes.model or leg.claim.scopes.upstream
+            started = time.monotonic() - go.held_s
+            retry.holds.append(Hold(kind, scope.label, started, go.held_s))
 
     async def _attempt(self, leg: Leg, go: Go, n: int) -> Reply | Failed:
         """Send once and classify the answer."""
@@ -354,7 +358,7 @@ class _Run:
         await asyncio.sleep(seconds)
 
 
-def _rate_limited(upstream: Upstream, hold: Hold) -> RateLimited:
+def _rate_limited(upstream: Upstream, hold: OverBudget) -> RateLimited:
     """The honest proxy-made 429: when the scope is expected to admit this request."""
     seconds = max(0.0, hold.seconds)
     return RateLimited(

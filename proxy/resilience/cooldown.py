@@ -3,7 +3,8 @@
 Without a shared cooldown every in-flight request re-hits an upstream that just answered 429
 (a thundering herd). Instants are wall-clock epoch seconds (time.time()) so that separate
 processes agree on them through Redis. A store never raises: a dead Redis degrades to local
-memory and is retried after a short pause.
+memory and is retried after a short pause. redis-py is imported only when a Redis store is
+built: importing it also imports the OpenTelemetry API, which a proxy without tracing skips.
 """
 
 from __future__ import annotations
@@ -12,11 +13,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 __all__ = [
     "CooldownStore",
@@ -57,6 +53,11 @@ class CooldownStore(Protocol):
         """Release connections; the store is unusable afterwards."""
         ...
 
+    def snapshot(self) -> dict[str, float]:
+        """Read-only view for dashboards: key -> epoch ``until`` of every cooldown this
+        process knows is still running (never touches the network)."""
+        ...
+
 
 class MemoryCooldownStore:
     """One process's cooldowns in a dict; expired entries are dropped lazily."""
@@ -74,6 +75,10 @@ class MemoryCooldownStore:
 
     async def close(self) -> None:
         self._until.clear()
+
+    def snapshot(self) -> dict[str, float]:
+        now = self._clock()
+        return {key: until for key, until in self._until.items() if until > now}
 
     def until_now(self, key: str) -> float:
         """Synchronous `until`, for callers already holding the event loop."""
@@ -116,6 +121,12 @@ class RedisCooldownStore:
         retry_after_s: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self._failures: tuple[type[Exception], ...] = (TimeoutError, RedisError, OSError)
         # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
         # A small blocking pool: a burst of requests queues for a few connections instead of
         # failing with MaxConnectionsError (the default pool's answer past 100 at once) or
@@ -172,8 +183,12 @@ class RedisCooldownStore:
         try:
             await self._redis.aclose()
             await self._redis.connection_pool.disconnect()
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             self._report("close", exc)
+
+    def snapshot(self) -> dict[str, float]:
+        """This process's cooldowns (local memory): other processes' are only in Redis."""
+        return self._memory.snapshot()
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | None:
         """Run one Redis command, or skip it while Redis is down; never raises."""
@@ -181,7 +196,7 @@ class RedisCooldownStore:
             return None
         try:
             result = await fn()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except self._failures as exc:
             self._next_try = self._clock() + self._retry_after_s
             if not self._down:
                 self._down = True

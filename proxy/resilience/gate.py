@@ -36,7 +36,7 @@ class Go:
 
 
 @dataclass(frozen=True, slots=True)
-class Hold:
+class OverBudget:
     """Not within this request's budget: the scope is expected to admit it in ``seconds``."""
 
     seconds: float
@@ -78,7 +78,7 @@ class ScopeGate:
 
     async def admit(
         self, claim: Admission, *, budget_s: float, client: str, priority: int
-    ) -> Go | Hold:
+    ) -> Go | OverBudget:
         """Wait (at most ``budget_s``) for the claim's scopes to have room, or say how long
         they would need."""
         scopes = claim.scopes
@@ -87,7 +87,7 @@ class ScopeGate:
         if cooled is not None:
             scope, remaining = cooled
             if remaining > budget_s:
-                return Hold(remaining, scope.kind, "cooldown")
+                return OverBudget(remaining, scope.kind, "cooldown")
             t0 = time.monotonic()
             await asyncio.sleep(remaining)
             waited = time.monotonic() - t0
@@ -103,7 +103,7 @@ class ScopeGate:
             priority=priority,
         )
         if isinstance(decision, Refused):
-            return Hold(decision.retry_after_s, LimitKind.MODEL, decision.reason.value)
+            return OverBudget(decision.retry_after_s, LimitKind.MODEL, decision.reason.value)
         return _go(decision, waited)
 
     async def _cooling(self, scopes: RequestScopes) -> tuple[Scope, float] | None:
@@ -190,4 +190,4 @@ def _go(admitted: Admitted, waited: float) -> Go:
     return Go(admitted.reservation, waited + admitted.held_s, held_for)
 
 
-__all__ = ["Admission", "Go", "Hold", "LimitSnapshot", "ScopeGate"]
+__all__ = ["Admission", "Go", "LimitSnapshot", "OverBudget", "ScopeGate"]

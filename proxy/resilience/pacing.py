@@ -139,6 +139,10 @@ class PacingModel:
     def __init__(self) -> None:
         self._scopes: dict[str, _ScopeState] = {}
 
+    def keys(self) -> list[str]:
+        """Every scope this model has state for (dashboards and gauges)."""
+        return list(self._scopes)
+
     def admit(
         self, key: str, cost: Cost, now: float, policy: PacePolicy, *, force: bool = False
     ) -> Admitted | Wait:

@@ -259,6 +259,10 @@ class PacingStore(Protocol):
         """This process's view of the scope's buckets (for metrics; no IO)."""
         ...
 
+    def local_keys(self) -> list[str]:
+        """Every scope this process has seen (for metrics and the dashboard; no IO)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -292,6 +296,9 @@ class MemoryPacingStore:
 
     def local_level(self, key: str) -> LimitSnapshot | None:
         return self.model.level(key)
+
+    def local_keys(self) -> list[str]:
+        return self.model.keys()
 
     async def close(self) -> None:
         pass
@@ -407,6 +414,9 @@ class RedisPacingStore:
     def local_level(self, key: str) -> LimitSnapshot | None:
         """The local mirror: this process's answers and reservations, not the others'."""
         return self.local.level(key)
+
+    def local_keys(self) -> list[str]:
+        return self.local.keys()
 
     async def shared_secret(self) -> bytes | None:
         """A fingerprint secret every process on this Redis agrees on (created by the first

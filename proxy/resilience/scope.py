@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from ..config import Provider
 
@@ -67,6 +67,18 @@ class Scope:
         """Canonical store key, ``upstream/credential/kind/model`` with each part %-escaped."""
         parts = (self.upstream, self.credential, self.kind.value, self.model)
         return "/".join(quote(part, safe="") for part in parts)
+
+    @classmethod
+    def from_key(cls, key: str) -> Scope | None:
+        """The scope a store key names (None for a key that is not one)."""
+        parts = [unquote(part) for part in key.split("/")]
+        if len(parts) != 4:
+            return None
+        upstream, credential, kind, model = parts
+        try:
+            return cls(upstream, credential, LimitKind(kind), model)
+        except ValueError:
+            return None
 
     @property
     def label(self) -> str:

@@ -19,23 +19,23 @@ def test_auth_is_off_by_default_with_a_sqlite_store() -> None:
         cfg.auth.mode,
         cfg.store.backend,
         cfg.store.path,
-        cfg.auth.admin_token,
+        cfg.admin_token,
     )
 
 
 def test_the_admin_token_comes_from_the_environment_unless_the_file_sets_one() -> None:
     raw = base_config("http://up.test")
     env = {"LLM_PROXY_ADMIN_TOKEN": TOKEN}
-    assert TOKEN == config_mod.from_dict(raw, env=env).auth.admin_token
-    own = base_config("http://up.test", auth={"admin_token": "x" * 20})
-    assert "x" * 20 == config_mod.from_dict(own, env=env).auth.admin_token
+    assert TOKEN == config_mod.from_dict(raw, env=env).admin_token
+    own = base_config("http://up.test", admin_token="x" * 20)
+    assert "x" * 20 == config_mod.from_dict(own, env=env).admin_token
 
 
 @pytest.mark.parametrize(
     ("overrides", "env", "error"),
     [
         ({}, {"LLM_PROXY_ADMIN_TOKEN": "short"},
-         "LLM_PROXY_ADMIN_TOKEN: admin_token: must be at least 16 characters"),
+         "admin_token: must be at least 16 characters"),
         ({"auth": {"mode": "on"}}, {}, "auth.mode: must be one of off, keys; got 'on'"),
         ({"store": {"backend": "postgres"}}, {}, "store.url: required when backend is postgres"),
         ({"auth": {"cache_ttl_s": 0}}, {}, "auth.cache_ttl_s: must be > 0, got 0.0"),
@@ -51,7 +51,7 @@ def test_secrets_stay_out_of_the_config_repr() -> None:
     raw = base_config(
         "http://up.test",
         store={"backend": "postgres", "url": "postgresql://u:hunter2@db/x"},
-        auth={"admin_token": TOKEN},
+        admin_token=TOKEN,
     )
     text = repr(config_mod.from_dict(raw, env={}))
     assert "hunter2" not in text and TOKEN not in text

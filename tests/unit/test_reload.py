@@ -58,6 +58,8 @@ def test_reloadable_keys_change_and_restart_only_keys_keep_their_running_values(
         state={"backend": "redis", "url": "redis://x"},
         timeouts={"connect_s": 1, "first_byte_s": 2},
         retry={"max_attempts": 9},
+        otel={"endpoint": "http://127.0.0.1:4318"},
+        dashboard={"enabled": False},
     )
     adopted, changed = adopt(running, new)
     assert [*RESTART_ONLY, "timeouts.connect_s"] == changed
