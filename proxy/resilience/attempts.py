@@ -151,7 +151,7 @@ class _Run:
                     return leg
                 self._keep(leg)
                 return None
-            go = await self._admit(leg)
+            go = await self._admit(leg, retrying=n > 0)
             if go is None:
                 return None
             result = await self._attempt(leg, go, n)
@@ -196,11 +196,13 @@ class _Run:
             self.kept.response.close()
             self.kept = None
 
-    async def _admit(self, leg: Leg) -> Go | None:
-        """Wait for the leg's scopes to have room, or move on: to a fallback with room at
-        once, else (the last upstream) with an honest proxy-made 429 once the budget says so."""
+    async def _admit(self, leg: Leg, *, retrying: bool) -> Go | None:
+        """Wait for the leg's scopes to have room, or move on: a first attempt goes to a
+        fallback with room at once; a retry waits (within the budget) for the upstream that
+        asked for it; the last upstream ends with an honest proxy-made 429 when the wait
+        would outlast the budget."""
         budget = 0.0
-        if not self.has_fallback:
+        if retrying or not self.has_fallback:
             budget = max(0.0, min(self.left_s, self.pacing.max_queue_wait_s))
         decision = await self.loop.gate.admit(
             leg.claim, budget_s=budget, client=self.client, priority=self.priority

@@ -16,11 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from .pacing import (
     PROBE_HOLD_S,
     PROBE_WAIT_S,
@@ -321,6 +316,14 @@ class RedisPacingStore:
         max_connections: int = 8,
         pool_wait_s: float = 2.0,
     ) -> None:
+        # redis-py is imported only when a Redis store is configured: it imports OpenTelemetry
+        # when that is installed, which the proxy must not load unless told to.
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self._failures: tuple[type[Exception], ...] = (TimeoutError, RedisError, OSError)
         # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
         # A small blocking pool: a burst of admissions queues for a few connections instead of
         # failing with MaxConnectionsError (the default pool's answer past 100 at once) or
@@ -435,7 +438,7 @@ class RedisPacingStore:
         try:
             await self._redis.aclose()
             await self._redis.connection_pool.disconnect()
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             self._report("close", exc)
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | None:
@@ -444,7 +447,7 @@ class RedisPacingStore:
             return None
         try:
             result = await fn()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except self._failures as exc:
             self._next_try = time.monotonic() + self._retry_after_s
             if not self._down:
                 self._down = True

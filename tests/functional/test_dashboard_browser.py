@@ -102,7 +102,7 @@ async def test_the_page_shows_traffic_and_a_cooldown_as_they_happen(
     row = page.locator('#cooldowns tbody tr[data-scope="limited"]')
     await row.wait_for(timeout=15_000)
     cells = await row.locator("td").all_text_contents()
-    assert f"limited ({fake.url})" == cells[0]
+    assert "limited:gpt-4o" == cells[0]
     assert cells[1].endswith(" s") and 20 < float(cells[1].removesuffix(" s")) <= 30
     await counter_reads(page, "5")
     errors_row = page.locator("#errors tbody tr", has_text="429")

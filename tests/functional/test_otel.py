@@ -33,9 +33,9 @@ STREAM_USAGE = {**CHAT_BODY, "stream": True, "stream_options": {"include_usage":
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
-HINT_01 = {"retry-after": "0.1", "x-ratelimit-remaining-requests": "1"}
-"""Wait 0.1 s; the fake's default 429 also says the bucket is empty for 1 s, which would
-cool the upstream for that long."""
+HINT_01 = {"retry-after": "0.1", "x-ratelimit-remaining-requests": "30"}
+"""Wait 0.1 s; the fake's default 429 also says the request bucket is empty, which would hold
+the scope for a second (and with pacing's reserve, send the retry to a fallback)."""
 
 
 @pytest.fixture
@@ -220,19 +220,30 @@ async def test_retries_and_a_fallback_are_child_spans_of_one_request_span(
     ]
     assert {span.trace_id} == {c.trace_id for c in children}
     first = children[0]
-    assert ("retry-after", 0.1) == (
-        first.attributes["llm_proxy.attempt.wait_hint"],
-        first.attributes["llm_proxy.attempt.waited_s"],
+    assert "retry-after" == first.attributes["llm_proxy.attempt.wait_hint"]
+    # the pacer held the retry until the provider's Retry-After had passed
+    [hold] = [e for e in span.events if e.name == "llm_proxy.hold"]
+    assert ("pacing", "primary:gpt-4o") == (
+        hold.attributes["llm_proxy.hold.kind"],
+        hold.attributes["llm_proxy.hold.scope"],
     )
+    assert hold.attributes["llm_proxy.hold.waited_s"] >= 0.09
     assert first.end_ns <= children[1].start_ns and children[1].end_ns <= children[2].start_ns
     assert children[1].start_ns - first.end_ns >= 0.1e9  # the wait sits between them
 
 
-async def test_a_wait_for_a_shared_cooldown_is_a_hold_event(
-    fake: FakeUpstream, receiver: OtlpReceiver, start_proxy: Any
+@pytest.mark.parametrize(("pacing", "kind"), [(True, "pacing"), (False, "cooldown")])
+async def test_a_wait_for_the_scopes_limit_is_a_hold_event(
+    fake: FakeUpstream, receiver: OtlpReceiver, start_proxy: Any, pacing: bool, kind: str
 ) -> None:
     raw = otel_config(fake.url, receiver)
-    add_route(raw, "/single", {"name": "only", "base_url": fake.url}, retry={"max_attempts": 1})
+    add_route(
+        raw,
+        "/single",
+        {"name": "only", "base_url": fake.url},
+        retry={"max_attempts": 1},
+        pacing={"enabled": pacing},
+    )
     url = await start_proxy(raw)
     fake.enqueue(Fault(status=429, headers={**HINT_01, "retry-after": "0.3"}))
     assert 429 == (await post(url + "/single" + CHAT, CHAT_BODY))[0]  # sets the cooldown
@@ -240,11 +251,11 @@ async def test_a_wait_for_a_shared_cooldown_is_a_hold_event(
     assert 200 == status
     span = await request_span(receiver, "req-held")
     [hold] = [e for e in span.events if e.name == "llm_proxy.hold"]
-    assert ("cooldown", "only") == (
+    assert (kind, "only:gpt-4o") == (
         hold.attributes["llm_proxy.hold.kind"],
         hold.attributes["llm_proxy.hold.scope"],
     )
-    assert 0 < hold.attributes["llm_proxy.hold.waited_s"] <= 0.3
+    assert 0 < hold.attributes["llm_proxy.hold.waited_s"] <= 0.5
     [attempt] = receiver.children(span)
     assert span.start_ns <= hold.time_ns <= attempt.start_ns
 
