@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Literal
 
 import tiktoken
-from tiktoken_ext.openai_public import (
+from tiktoken_ext.openai_public import (  # type: ignore[import-untyped]
     ENDOFPROMPT,
     ENDOFTEXT,
     FIM_MIDDLE,
