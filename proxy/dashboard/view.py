@@ -26,7 +26,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Config
 from ..resilience.scope import LimitKind, Scope
@@ -132,13 +131,6 @@ class DashboardData:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=str, ensure_ascii=False)
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def cooldown_rows(snapshot: Mapping[str, float], config: Config, now: float) -> list[CooldownRow]:

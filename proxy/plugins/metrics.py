@@ -11,24 +11,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..config import Config
-from ..context.windows import BUILTIN_WINDOWS
 from ..exchange import Exchange
 from ..metrics import NONE, Metrics, ModelLabels, status_class
 from ..outcomes import AttemptReason, UsageOutcome
-from ..pricing import BUILTIN_PRICES
 from . import Plugin
-
-
-def known_models(config: Config) -> set[str]:
-    """Model names that may appear as a label: price table, context windows, config."""
-    names: set[str] = set(BUILTIN_PRICES) | set(BUILTIN_WINDOWS) | set(config.pricing)
-    names |= set(config.context.models)
-    for route in config.routes:
-        names |= set(route.context.models)
-        for upstream in route.upstreams:
-            names |= set(upstream.models) | set(upstream.models.values())
-    return names
 
 
 class MetricsPlugin(Plugin):

@@ -14,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy import config as config_mod
 from proxy.exchange import Exchange
 from proxy.metrics import Metrics, ModelLabels, metrics_handler, status_class
+from proxy.models import ModelRegistry
 from proxy.outcomes import Attempt, AttemptReason, ContextOutcome, UsageOutcome
-from proxy.plugins.metrics import MetricsPlugin, known_models
+from proxy.plugins.metrics import MetricsPlugin
 from proxy.routing import Router
 from proxy.usage import Usage
 from tests.conftest import base_config
@@ -68,13 +69,17 @@ def exchange(
 
 def plugin_for(cfg: config_mod.Config) -> tuple[MetricsPlugin, Metrics]:
     metrics = Metrics()
-    return MetricsPlugin(metrics, known_models(cfg), logger=None), metrics
+    return MetricsPlugin(
+        metrics, ModelRegistry.from_config(cfg).known_names(), logger=None
+    ), metrics
 
 
 # -- labels ------------------------------------------------------------------------------------
 
 LABELS = ModelLabels(
-    known_models(two_upstream_config(pricing={"my-finetune": {"input": 1.0, "output": 2.0}}))
+    ModelRegistry.from_config(
+        two_upstream_config(pricing={"my-finetune": {"input": 1.0, "output": 2.0}})
+    ).known_names()
 )
 
 
@@ -408,7 +413,7 @@ async def test_a_failing_observation_is_logged_not_raised() -> None:
 
     cfg = two_upstream_config()
     log = Log()
-    plugin = MetricsPlugin(Metrics(), known_models(cfg), log)
+    plugin = MetricsPlugin(Metrics(), ModelRegistry.from_config(cfg).known_names(), log)
     ex = exchange(cfg)
     # a counter refuses to go down
     ex.usage = UsageOutcome("gpt-4o", Usage(prompt_tokens=-1, source="upstream"))
