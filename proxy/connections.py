@@ -36,6 +36,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from .config import Listen, Route
+from .logline import unparsed_request_fields
 from .providers import PROVIDERS, ProviderSpec, guess_provider
 
 FD_RESERVE = 64
@@ -199,13 +200,15 @@ class ConnectionGuard:
         )
         self.logger.info(
             "request",
-            request_id=request_id,
-            route=route,
-            method=method,
-            path=path,
-            status=400,
-            error=f"malformed request: {reason}",
-            client=conn.client,
+            **unparsed_request_fields(
+                request_id=request_id,
+                route=route,
+                method=method,
+                path=path,
+                status=400,
+                error=f"malformed request: {reason}",
+                client=conn.client,
+            ),
         )
         if self.metrics is not None:
             self.metrics.count_refused(route, 400)

@@ -106,3 +106,36 @@ def log_fields(ex: Exchange) -> dict[str, Any]:
     if ex.plugin_errors:
         fields["plugin_errors"] = ex.plugin_errors
     return fields
+
+
+_ABSENT: dict[str, Any] = {
+    "stream": False,
+    "attempts": [],
+    "retry_wait_ms": 0.0,
+    "held_ms": 0.0,
+    "fallback": False,
+    "cooldown_waits": [],
+    "trimmed_messages": 0,
+    "trim_retried": False,
+    "bytes_in": 0,
+    "bytes_out": 0,
+}
+
+
+def unparsed_request_fields(**known: Any) -> dict[str, Any]:
+    """The line of a request aiohttp could not even parse (no exchange exists): the same keys
+    as :func:`log_fields`, in the same order, with what is known and the rest absent."""
+    fields = {key: _ABSENT.get(key) for key in LINE_KEYS}
+    fields.update(known)
+    return fields
+
+
+LINE_KEYS = (
+    "request_id", "route", "upstream", "model", "method", "path", "status", "stream",
+    "attempts", "retry_wait_ms", "held_ms", "held_for", "ratelimited", "fallback",
+    "cooldown_waits", "ttfb_ms", "ttft_ms", "commit_ms", "duration_ms", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "token_source", "cost_usd", "prompt_tokens_est",
+    "count_method", "budget", "prompt_tokens_low", "prompt_tokens_high", "trimmed_messages",
+    "trim_retried", "bytes_in", "bytes_out", "client", "error",
+)  # fmt: skip
+"""Every key a request line always has (``log_fields`` adds a few only when they apply)."""

@@ -164,7 +164,8 @@ def _openai_message_tally(enc: tiktoken.Encoding, msg: Any) -> _Tally:
     if not isinstance(msg, Mapping):
         tally.add_json(msg)
         return tally
-    tally.estimated = msg.get("role") in _ESTIMATED_ROLES
+    role = msg.get("role")
+    tally.estimated = isinstance(role, str) and role in _ESTIMATED_ROLES
     for key, value in msg.items():
         if isinstance(value, str):
             tally.add_text(value)

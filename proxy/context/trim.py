@@ -65,8 +65,10 @@ class ContextTooLarge(Exception):
         self.budget = budget
 
 
-def _role(msg: Any) -> Any:
-    return msg.get("role") if isinstance(msg, dict) else None
+def _role(msg: Any) -> str | None:
+    """A message's role, or None when it has none a provider would accept (not a string)."""
+    role = msg.get("role") if isinstance(msg, dict) else None
+    return role if isinstance(role, str) else None
 
 
 def _is_openai_turn_start(msg: Any) -> bool:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from ..context.tokens import all_loaded, may_exceed
 from ..context.trim import ContextTooLarge
 from ..errors import ContextLengthExceeded
 from ..exchange import Exchange
+from ..jsonbytes import json_bytes
 from ..models import ModelFacts, ModelRegistry
 from ..outcomes import ContextOutcome, SlotKey
 from . import Plugin, Refusal
@@ -146,7 +146,7 @@ class ContextBudget(Plugin):
     async def _apply(self, ex: Exchange, sent: _Sent, fit: Fit, registry: ModelRegistry) -> None:
         """Send the trimmed body, and remember its own raw count for learning and retries."""
         assert fit.body is not None
-        body = json.dumps(fit.body, ensure_ascii=False).encode()
+        body = json_bytes(fit.body)
         ex.replace_body(body)
         sent.data = fit.body
         sent.raw = await self._off_loop(len(body), raw_count, fit.body, sent.api, registry)

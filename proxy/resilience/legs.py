@@ -17,6 +17,7 @@ from ..crossing import LocalResponse, outcome_of, plan_for, prepare
 from ..errors import ProxyError
 from ..exchange import Exchange
 from ..forward import LiveResponse, Outgoing, UpstreamResponse
+from ..jsonbytes import json_bytes
 from ..outcomes import TranslationOutcome
 from ..stream_content import StreamFamily, stream_family
 from ..translate import LocalAnswer, Passthrough, ResponseStore, Translation, Unsupported
@@ -141,7 +142,7 @@ def body_for(ex: Exchange, upstream: Upstream) -> bytes:
         return ex.body
     if isinstance(data, dict) and data.get("model") in upstream.models:
         data["model"] = upstream.models[data["model"]]
-        return json.dumps(data, ensure_ascii=False).encode()
+        return json_bytes(data)
     return ex.body
 
 

@@ -66,12 +66,12 @@ class Scope:
     def key(self) -> str:
         """Canonical store key, ``upstream/credential/kind/model`` with each part %-escaped."""
         parts = (self.upstream, self.credential, self.kind.value, self.model)
-        return "/".join(quote(part, safe="") for part in parts)
+        return "/".join(quote(part.encode("utf-8", "surrogatepass"), safe="") for part in parts)
 
     @classmethod
     def from_key(cls, key: str) -> Scope | None:
         """The scope a store key names (None for a key that is not one)."""
-        parts = [unquote(part) for part in key.split("/")]
+        parts = [unquote(part, errors="surrogatepass") for part in key.split("/")]
         if len(parts) != 4:
             return None
         upstream, credential, kind, model = parts

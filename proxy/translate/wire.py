@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..jsonbytes import json_bytes
 from .families import Provider
 
 __all__ = [
@@ -25,8 +26,6 @@ JSON_BODY_HEADERS = {"content-type": JSON_TYPE, "accept-encoding": "identity"}
 """Set on every translated upstream request: translators read the answer's bytes, so the
 upstream must not compress them (a client's ``Accept-Encoding: gzip`` must not pass)."""
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 try:  # optional (extra "orjson"): JSON is most of a translator's CPU time per event
     import orjson
 except ImportError:  # pragma: no cover - exercised where orjson is not installed
@@ -38,9 +37,9 @@ def dumps(obj: Any) -> bytes:
     if orjson is not None:
         try:
             return orjson.dumps(obj)
-        except TypeError:  # integers beyond 64 bits: the stdlib takes them
+        except TypeError:  # integers beyond 64 bits, lone surrogates: the stdlib takes them
             pass
-    return _encode(obj).encode()
+    return json_bytes(obj)
 
 
 def _loads(raw: bytes | str) -> Any:

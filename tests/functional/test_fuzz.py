@@ -150,7 +150,6 @@ async def test_malformed_requests_get_provider_shaped_answers(tmp_path: Path) ->
     kinds = ", ".join(f"{kind.name} {n}" for kind, n in report.kinds.most_common())
     problems = [f"{report.failed} of {count} cases violate: {kinds}"] if report.failed else []
     problems += crashes(proxy.output()) + serving
-    if problems:
-        print(f"fuzz seed {seed}, {count} cases\n{report.render()}\n")
-        print("\n".join(problems))
+    print(f"fuzz seed {seed}, {count} cases\n{report.render()}\n")  # shown with -s or a failure
+    print("\n".join(problems))
     assert [] == problems, json.dumps(problems, indent=1)

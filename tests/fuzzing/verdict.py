@@ -38,6 +38,7 @@ class Violation(StrEnum):
     NOT_ERROR_SHAPE = "JSON error body in neither provider's error shape"
     WRONG_PROVIDER = "the proxy's own error is in the other provider's shape"
     SECRET_ECHOED = "the client's credential is in the response"
+    INTERNAL_ERROR = "the proxy's own 500: a bug its catch-all turned into an answer"
 
 
 def error_shape(body: Any) -> str | None:
@@ -100,6 +101,8 @@ def _check_body(result: Result, response: Response) -> Violation | None:
     own_error = not relayed(response)
     if own_error and result.case.shape is Shape.ROUTE and shape != result.case.target.provider:
         return Violation.WRONG_PROVIDER
+    if own_error and response.status == 500:
+        return Violation.INTERNAL_ERROR
     return None
 
 
