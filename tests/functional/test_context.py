@@ -219,3 +219,21 @@ async def test_other_endpoints_untouched(fake: FakeUpstream, start_proxy: Any) -
     status, _, _ = await post_json(url + "/openai/v1/embeddings", body)
     assert 200 == status
     assert body == fake.requests[-1].body
+
+
+async def test_odd_but_valid_json_on_a_trimmed_route_is_handled(
+    fake: FakeUpstream, start_proxy: Any, logs: LogCapture
+) -> None:
+    """A lone surrogate escape (valid JSON, no UTF-8) and a role that is an object: the proxy
+    trims or steps aside, and never answers with its own 500."""
+    url = await start_proxy(capped(fake.url, 40))
+    old = {"role": "user", "content": "old \\ud800 " + FILLER}
+    bodies = [
+        '{"model": "gpt-4o", "messages": [%s, {"role": "assistant", "content": "a"},'
+        ' {"role": "user", "content": "new \\udfff"}]}' % json.dumps(old, ensure_ascii=True),
+        json.dumps({"model": "gpt-4o", "messages": [{"role": {"x": 1}, "content": FILLER}]}),
+    ]
+    for body in bodies:
+        status, _, _ = await post_json(url + "/openai/v1/chat/completions", body)
+        assert status != 500
+    assert all(line["status"] != 500 for line in await logs.settled(2))
