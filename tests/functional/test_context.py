@@ -227,10 +227,11 @@ async def test_odd_but_valid_json_on_a_trimmed_route_is_handled(
     """A lone surrogate escape (valid JSON, no UTF-8) and a role that is an object: the proxy
     trims or steps aside, and never answers with its own 500."""
     url = await start_proxy(capped(fake.url, 40))
-    old = {"role": "user", "content": "old \\ud800 " + FILLER}
+    old = json.dumps({"role": "user", "content": "old " + FILLER})
     bodies = [
-        '{"model": "gpt-4o", "messages": [%s, {"role": "assistant", "content": "a"},'
-        ' {"role": "user", "content": "new \\udfff"}]}' % json.dumps(old, ensure_ascii=True),
+        '{"model": "gpt-4o", "messages": ['
+        + old.replace("old ", "old \\ud800 ")  # a lone surrogate, escaped as JSON allows
+        + ', {"role": "assistant", "content": "a"}, {"role": "user", "content": "new"}]}',
         json.dumps({"model": "gpt-4o", "messages": [{"role": {"x": 1}, "content": FILLER}]}),
     ]
     for body in bodies:
