@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 from aiohttp import web
 
 from .config import Config
+from .context.correction import Corrections
 from .dashboard.pacing import PacerView
 from .dashboard.stats import LiveStats
 from .dashboard.web import add_dashboard_routes
@@ -39,8 +40,9 @@ from .service import CANCEL_GRACE_S, PROCESS, ProcessInfo, healthz, serves_metri
 from .state import STATE, AppState, StateHolder
 from .version import __version__
 
-if TYPE_CHECKING:  # imported only when OpenTelemetry is configured
+if TYPE_CHECKING:  # imported only when OpenTelemetry (or Redis) is configured
     from .otel.telemetry import Telemetry
+    from .redis_link import RedisLink
 
 __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app"]
 
@@ -122,6 +124,20 @@ async def _fingerprint_secret(config: Config, store: PacingStore) -> bytes | Non
     return None
 
 
+def _share_small_stores(res: Resources, config: Config, events: StateEvents) -> RedisLink | None:
+    """With a Redis state backend, Responses conversations and learned token corrections are
+    shared by every process too (cooldowns and pacing have their own Redis stores)."""
+    if config.state.backend != "redis" or not config.state.url:
+        return None
+    from .redis_link import RedisLink
+    from .shared_stores import RedisResponseStore, RedisSampleStore
+
+    link = RedisLink(config.state.url, on_loss=events.lost, on_recover=events.recovered)
+    res.responses = RedisResponseStore(link)
+    res.corrections = Corrections(RedisSampleStore(link))
+    return link
+
+
 def _flush_log(logger: Any) -> None:
     """Write out what a queued log sink still holds (and stop its thread): a worker process
     ends with ``os._exit``, which skips the ``atexit`` hook that would otherwise do it."""
@@ -171,6 +187,7 @@ def make_app(
             live=LiveStats(config.dashboard.recent_requests) if config.dashboard.enabled else None,
         )
         res.pacing = PacerView(res.pacer) if config.pacing.enabled else None
+        link = _share_small_stores(res, config, events)
         app[RESOURCES] = res
         build = functools.partial(build_state, res=res, plugins=plugins)
         holder.current = build(config)
@@ -185,6 +202,8 @@ def make_app(
             async with asyncio.timeout(CANCEL_GRACE_S):
                 await generations.wait_idle()
         await generations.close()
+        if link is not None:
+            await link.close()
         await res.pacer.close()
         await pacing_store.close()
         await res.cooldowns.close()
