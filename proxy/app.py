@@ -19,8 +19,9 @@ from .dashboard.web import add_dashboard_routes
 from .forward import make_session
 from .handler import expect_continue, handle, http_errors
 from .logs import make_logger
-from .metrics import METRICS, Metrics, metrics_handler
+from .metrics import METRICS, Metrics, ModelLabels, metrics_handler
 from .models import ModelRegistry
+from .pacing_metrics import PacingCollector
 from .plugins import Pipeline, Plugin
 from .plugins.context_budget import ContextBudget
 from .plugins.dashboard import DashboardFeed
@@ -187,6 +188,9 @@ def make_app(
             live=LiveStats(config.dashboard.recent_requests) if config.dashboard.enabled else None,
         )
         res.pacing = PacerView(res.pacer) if config.pacing.enabled else None
+        if not metrics.shared:  # per-process state: nothing for sibling workers to add up
+            labels = ModelLabels(ModelRegistry.from_config(config).known_names())
+            metrics.registry.register(PacingCollector(res.pacer, labels))
         link = _share_small_stores(res, config, events)
         app[RESOURCES] = res
         build = functools.partial(build_state, res=res, plugins=plugins)

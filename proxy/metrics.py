@@ -43,6 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
 from .models import NONE, OTHER, ModelRegistry
+from .pacing_metrics import PacingCounters
 from .version import __version__
 
 __all__ = ["NONE", "OTHER", "Metrics", "ModelLabels"]
@@ -102,6 +103,7 @@ class Metrics:
         if shared_dir is not None:
             share_values(shared_dir)
         self.registry = r = CollectorRegistry()
+        self.pacing = PacingCounters(r)
         self.requests = Counter(
             "llm_proxy_requests",
             "Requests answered, by HTTP status class of the response.",

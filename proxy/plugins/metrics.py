@@ -114,3 +114,15 @@ class MetricsPlugin(Plugin):
         waited = ex.retry.waited_s + ex.retry.held_s
         if waited > 0:
             self._child(m.wait_seconds, route).inc(waited)
+        self._pacing(route, ex)
+
+    def _pacing(self, route: str, ex: Exchange) -> None:
+        pacing = self._m.pacing
+        for attempt in ex.attempts:
+            if attempt.status == 429:
+                self._child(pacing.upstream_429, route, attempt.upstream).inc()
+        if ex.retry.held_s > 0:
+            upstream = ex.upstream.name if ex.upstream is not None else NONE
+            self._child(pacing.held, route, upstream).inc(ex.retry.held_s)
+        if ex.retry.ratelimited is not None and ex.status == 429:
+            self._child(pacing.proxy_429, route, ex.retry.ratelimited).inc()

@@ -157,3 +157,18 @@ async def test_two_proxy_processes_sharing_redis_pace_as_one(
     assert ["model"] * statuses.count(429) == [
         r[1]["x-proxy-ratelimited"] for r in results if r[0] == 429
     ]
+
+
+async def test_pacing_shows_in_the_metrics(aiohttp_server: Any, start_proxy: Any) -> None:
+    fake = await limited_fake(aiohttp_server, rpm=2)
+    raw = base_config(fake.url, pacing={"target_utilisation": 1.0})  # type: ignore[arg-type]
+    url = await start_proxy(raw)
+    for _ in range(3):
+        await post(url + "/openai", "sk-a", chat(), **{"x-proxy-max-wait": "0"})
+    text = (await fetch("GET", url + "/metrics"))[2].decode()
+    assert 'llm_proxy_rate_limited_total{kind="model",route="/openai"} 1.0' in text
+    assert (
+        'llm_proxy_pacing_remaining{bucket="requests",model="gpt-4o",upstream="fake-openai"}'
+        in text
+    )
+    assert 'llm_proxy_pacing_queue{model="gpt-4o",upstream="fake-openai"} 0.0' in text

@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 from proxy import monitoring
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, ModelLabels
+from proxy.pacing_metrics import PacingCollector
+from proxy.resilience.pacer import Pacer
+from proxy.resilience.pacing_store import MemoryPacingStore
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
@@ -39,9 +42,11 @@ _KEYWORDS = {
 
 def exported_names() -> set[str]:
     """Series names GET /metrics can show (labelled families included before any sample)."""
+    metrics = Metrics()  # the app also registers the pacer's gauges (collected on scrape)
+    metrics.registry.register(PacingCollector(Pacer(MemoryPacingStore()), ModelLabels([])))
     return {
         family.name + suffix
-        for family in Metrics().registry.collect()
+        for family in metrics.registry.collect()
         for suffix in _SUFFIXES[family.type]
     }
 
