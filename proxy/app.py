@@ -11,6 +11,8 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from .auth.manage import KeyManager
+from .auth_app import ADMIN_API, admin_api, auth_plugin, open_auth
 from .config import Config
 from .forward import make_session
 from .handler import expect_continue, handle, http_errors
@@ -18,6 +20,7 @@ from .logs import make_logger
 from .metrics import METRICS, Metrics, metrics_handler
 from .models import ModelRegistry
 from .plugins import Pipeline, Plugin
+from .plugins.auth import AuthPlugin
 from .plugins.context_budget import ContextBudget
 from .plugins.metrics import MetricsPlugin
 from .plugins.request_log import RequestLog
@@ -35,12 +38,19 @@ __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app
 
 def default_plugins(config: Config, res: Resources) -> list[Plugin]:
     """The one explicit plugin list. Order only decides which ``on_request`` runs first:
-    outcomes are settled before anything reports them."""
+    outcomes are settled before anything reports them. Client keys come first: a request
+    that is not allowed costs no other plugin anything (see plugins/auth.py)."""
     registry = ModelRegistry.from_config(config)
+    auth: list[Plugin] = []
+    if config.auth.mode == "keys":
+        if res.auth is None:
+            raise RuntimeError("auth mode keys needs the AuthRuntime opened at startup")
+        auth.append(auth_plugin(config, res.auth, res.metrics))
     metrics: list[Plugin] = []
     if config.metrics.enabled:
         metrics.append(MetricsPlugin(res.metrics, registry.known_names(), res.logger))
     return [
+        *auth,
         ContextBudget(registry, res.corrections),
         UsageAccounting(PriceTable(registry=registry)),
         *metrics,
@@ -56,16 +66,25 @@ def build_state(
 ) -> AppState:
     """A complete generation of request-serving state for ``config``."""
     pipeline = Pipeline(plugins(config, res))
+    keys = config.auth.mode == "keys"
+    if keys and not any(isinstance(p, AuthPlugin) for p in pipeline.plugins):
+        raise RuntimeError("auth mode keys: the plugin list has no AuthPlugin")
     refusals = pipeline.on_refusal if pipeline.refusal_hooks else None
     return AppState(
         config=config,
-        router=Router(config.routes),
+        router=Router(config.routes, client_keys=keys),
         pipeline=pipeline,
         dispatcher=AttemptLoop(
             res.session, config.timeouts, res.cooldowns, res.logger, res.responses, refusals
         ),
         logger=res.logger,
     )
+
+
+def _key_manager(app: web.Application) -> KeyManager | None:
+    """The running server's key manager, for the admin API (None until the store is open)."""
+    res = app.get(RESOURCES)
+    return res.auth.keys if res is not None and res.auth is not None else None
 
 
 def _flush_log(logger: Any) -> None:
@@ -107,11 +126,13 @@ def make_app(
         def state_error(op: str, exc: Exception) -> None:
             logger.error("shared state unavailable, using local memory", op=op, error=repr(exc))
 
+        auth = await open_auth(config, metrics, logger) if config.auth.mode == "keys" else None
         res = Resources(
             session=make_session(config.timeouts),
             logger=logger,
             cooldowns=make_store(config.state.backend, config.state.url, on_error=state_error),
             metrics=metrics,
+            auth=auth,
         )
         app[RESOURCES] = res
         build = functools.partial(build_state, res=res, plugins=plugins)
@@ -127,14 +148,22 @@ def make_app(
             async with asyncio.timeout(CANCEL_GRACE_S):
                 await generations.wait_idle()
         await generations.close()
+        if res.auth is not None:  # after the plugins: the last requests' rows are queued
+            await res.auth.close()
         await res.cooldowns.close()
         await res.session.close()
         _flush_log(logger)
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
-    if config.metrics.enabled and config.metrics.port is None:  # else serve() listens for it
+    separate = config.metrics.enabled and config.metrics.port is not None
+    if config.metrics.enabled and not separate:  # else serve() listens for it
         app.router.add_get("/metrics", metrics_handler(metrics))
+    admin = admin_api(config, functools.partial(_key_manager, app))
+    if admin is not None and separate:  # where /metrics is: serve() mounts it there
+        app[ADMIN_API] = admin
+    elif admin is not None:
+        app.add_subapp("/admin/", admin.make())
     app.router.add_route(
         "*", "/{tail:.*}", pinned(handle, generations), expect_handler=expect_continue
     )

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +26,9 @@ from .resilience.cooldown import CooldownStore
 from .sdnotify import Notifier
 from .state import AppState, StateHolder
 from .translate import MemoryResponseStore, ResponseStore
+
+if TYPE_CHECKING:
+    from .auth.runtime import AuthRuntime
 
 
 @dataclass(slots=True)
@@ -40,14 +43,27 @@ class Resources:
     """Responses API conversations kept for clients served through a translation."""
     corrections: Corrections = field(default_factory=lambda: Corrections(MemorySampleStore()))
     """Learned token-count corrections: they outlive a reload."""
+    auth: AuthRuntime | None = None
+    """Keys mode: the key store, cache, counters and ledger writer (None when auth is off)."""
 
 
 RESOURCES = web.AppKey("resources", Resources)
 
-RESTART_ONLY = ("listen", "workers", "limits", "logging", "metrics", "state", "drain_timeout_s")
+RESTART_ONLY = (
+    "listen",
+    "workers",
+    "limits",
+    "logging",
+    "metrics",
+    "state",
+    "auth",
+    "store",
+    "drain_timeout_s",
+)
 """Top-level keys read once at startup: the listen sockets and worker count, the app's body
-limit, the logger, the metrics routes and listen address, the cooldown store backend, the
-runner's drain timeout. ``timeouts.connect_s`` lives on the shared session, so it is one too."""
+limit, the logger, the metrics routes and listen address, the cooldown store backend, keys
+mode and its store (the runtime and the admin API), the runner's drain timeout.
+``timeouts.connect_s`` lives on the shared session, so it is one too."""
 
 
 def adopt(running: Config, new: Config) -> tuple[Config, list[str]]:

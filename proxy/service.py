@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .auth_app import ADMIN_API
 from .config import Config
 from .listeners import Plan, remove_unix, start_sites
 from .metrics import METRICS, make_metrics_app
@@ -130,8 +131,11 @@ async def serve(
 async def _serve_metrics(
     app: web.Application, config: Config, shared: bool, runners: list[web.AppRunner]
 ) -> None:
-    """/metrics on its own address; it stays up while the proxy drains (cleaned up last)."""
-    metrics = web.AppRunner(make_metrics_app(app[METRICS]), access_log=None)
+    """/metrics (and /admin/ in keys mode) on its own address; it stays up while the proxy
+    drains (cleaned up last)."""
+    admin = app.get(ADMIN_API)
+    metrics_app = make_metrics_app(app[METRICS], admin.make() if admin is not None else None)
+    metrics = web.AppRunner(metrics_app, access_log=None)
     runners.append(metrics)
     await metrics.setup()
     host = config.metrics.host or config.listen.host
