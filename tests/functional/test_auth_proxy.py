@@ -380,3 +380,55 @@ async def test_a_key_made_with_the_cli_is_accepted_by_a_running_proxy(
     secret = out.decode().strip()
     assert 200 == (await post_chat(url, secret))[0]
     assert (tmp_path / "llm-proxy.db").exists()
+
+
+async def test_the_log_line_names_the_key_and_the_refusal_never_the_secret(
+    fake: FakeUpstream, start_proxy: StartProxy, store_factory: StoreFactory, logs: Any
+) -> None:
+    url = await start_proxy(keys_config(fake.url, store_factory))  # type: ignore[attr-defined]
+    secret = await make_key(store_factory, limits=KeyLimits(rpm=1))
+    await post_chat(url, secret)
+    await post_chat(url, secret)
+    first, second = await logs.settled(2)
+    async with key_manager(store_factory) as keys:
+        key_id = (await keys.find("team-a")).id
+    assert (key_id, None, 200) == (first["key_id"], first["auth_refused"], first["status"])
+    assert (key_id, "requests_per_minute", 429) == (
+        second["key_id"],
+        second["auth_refused"],
+        second["status"],
+    )
+    assert secret not in logs.getvalue()
+
+
+async def test_a_served_process_puts_the_admin_api_beside_metrics_and_writes_rows_at_stop(
+    fake: FakeUpstream, tmp_path: Any
+) -> None:
+    """``python -m proxy`` with ``metrics.port``: /admin/ is there (token from the
+    environment), not on the proxy's port; rows of the last requests are written at SIGTERM."""
+    import signal
+
+    from tests.conftest import free_port
+    from tests.process import ProxyProcess
+
+    store = StoreFactory("sqlite", str(tmp_path / "proxy" / "llm-proxy.db"))
+    metrics_port = free_port()
+    raw = keys_config(fake.url, store, metrics={"host": "127.0.0.1", "port": metrics_port})  # type: ignore[attr-defined]
+    raw["auth"].pop("admin_token")
+    raw["store"]["path"] = "llm-proxy.db"  # relative: next to the config file
+    proc = ProxyProcess(raw, tmp_path / "proxy", free_port(), LLM_PROXY_ADMIN_TOKEN=ADMIN_TOKEN)
+    await proc.start()
+    try:
+        admin = f"http://127.0.0.1:{metrics_port}/admin/keys"
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        status, _, raw_key = await fetch("POST", admin, json={"name": "svc"}, headers=auth)
+        assert 201 == status
+        secret = json.loads(raw_key)["secret"]
+        status, _, body = await fetch("GET", f"{proc.url}/admin/keys", headers=auth)
+        assert (404, "unknown_route") == (status, json.loads(body)["error"]["code"])
+        assert [200, 200] == [(await post_chat(proc.url, secret))[0] for _ in range(2)]
+        proc.signal(signal.SIGTERM)
+        assert 0 == await proc.wait()
+    finally:
+        proc.stop()
+    assert 2 == len(await ledger_rows(store, 2, timeout=0))
