@@ -1,6 +1,11 @@
-"""Hot-path cost of ``auth: keys``: Gate.check + Admission.settle per request, key cached.
+"""Hot-path cost of ``auth: keys``: the library alone, or the whole proxy (``--proxy``).
 
 Reproduce:  python bench/bench_auth.py [--requests 20000] [--concurrency 1] [--redis URL]
+            python bench/bench_auth.py --proxy [--rounds 3] [--seconds 10] [--redis]
+
+``--proxy`` (bench/auth_proxy.py): req/s of ``python -m proxy`` with ``auth: keys`` against
+``auth: off``, interleaved in one run (``--redis``: also with the counters in a redis-server
+the run starts). The rest of this docstring is the library mode.
 
 A SQLite store in a temporary folder holds three keys; each is looked up once (filling the
 cache) and then checked and settled ``--requests`` times:
@@ -107,8 +112,26 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--proxy", action="store_true", help="through the proxy, keys vs off")
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="default: 5 (library), 3")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--redis", help="redis://... : counters in Redis instead of memory")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--connections", type=int, default=64, help="--proxy: wrk connections")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--proxy: per wrk run")
+    parser.add_argument(
+        "--redis",
+        nargs="?",
+        const="start",
+        help="redis://... : counters in Redis (--proxy: starts its own redis-server)",
+    )
+    parsed = parser.parse_args()
+    if parsed.proxy:
+        import auth_proxy
+
+        parsed.rounds = parsed.rounds or 3
+        auth_proxy.run(parsed)
+    else:
+        parsed.rounds = parsed.rounds or 5
+        if parsed.redis == "start":
+            parser.error("the library mode takes --redis URL")
+        asyncio.run(main(parsed))

@@ -11,6 +11,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .auth.manage import KeyManager
+from .auth_app import ADMIN_API, admin_api, auth_plugin, open_auth
 from .config import Config
 from .context.correction import Corrections
 from .dashboard.pacing import PacerView
@@ -23,6 +25,7 @@ from .metrics import METRICS, Metrics, ModelLabels, metrics_handler
 from .models import ModelRegistry
 from .pacing_metrics import PacingCollector
 from .plugins import Pipeline, Plugin
+from .plugins.auth import AuthPlugin
 from .plugins.context_budget import ContextBudget
 from .plugins.dashboard import DashboardFeed
 from .plugins.metrics import MetricsPlugin
@@ -50,8 +53,14 @@ __all__ = ["RESOURCES", "Resources", "build_state", "default_plugins", "make_app
 
 def default_plugins(config: Config, res: Resources) -> list[Plugin]:
     """The one explicit plugin list. Order only decides which ``on_request`` runs first:
-    outcomes are settled before anything reports them."""
+    outcomes are settled before anything reports them. Client keys come first: a request
+    that is not allowed costs no other plugin anything (see plugins/auth.py)."""
     registry = ModelRegistry.from_config(config)
+    auth: list[Plugin] = []
+    if config.auth.mode == "keys":
+        if res.auth is None:
+            raise RuntimeError("auth mode keys needs the AuthRuntime opened at startup")
+        auth.append(auth_plugin(config, res.auth, res.metrics))
     metrics: list[Plugin] = []
     if config.metrics.enabled:
         metrics.append(MetricsPlugin(res.metrics, registry.known_names(), res.logger))
@@ -60,6 +69,7 @@ def default_plugins(config: Config, res: Resources) -> list[Plugin]:
         dashboard.append(DashboardFeed(res.live, res.logger))
     return [
         *_tracing(config, res),
+        *auth,
         ContextBudget(registry, res.corrections),
         UsageAccounting(PriceTable(registry=registry)),
         *metrics,
@@ -98,10 +108,13 @@ def build_state(
 ) -> AppState:
     """A complete generation of request-serving state for ``config``."""
     pipeline = Pipeline(plugins(config, res))
+    keys = config.auth.mode == "keys"
+    if keys and not any(isinstance(p, AuthPlugin) for p in pipeline.plugins):
+        raise RuntimeError("auth mode keys: the plugin list has no AuthPlugin")
     refusals = pipeline.on_refusal if pipeline.refusal_hooks else None
     return AppState(
         config=config,
-        router=Router(config.routes),
+        router=Router(config.routes, client_keys=keys),
         pipeline=pipeline,
         dispatcher=AttemptLoop(
             res.session,
@@ -137,6 +150,10 @@ def _share_small_stores(res: Resources, config: Config, events: StateEvents) -> 
     res.responses = RedisResponseStore(link)
     res.corrections = Corrections(RedisSampleStore(link))
     return link
+def _key_manager(app: web.Application) -> KeyManager | None:
+    """The running server's key manager, for the admin API (None until the store is open)."""
+    res = app.get(RESOURCES)
+    return res.auth.keys if res is not None and res.auth is not None else None
 
 
 def _flush_log(logger: Any) -> None:
@@ -177,6 +194,7 @@ def make_app(
         events = StateEvents(logger, config.state.display_url)
         state = config.state
         pacing_store = make_pacing_store(state.backend, state.url, events.lost, events.recovered)
+        auth = await open_auth(config, metrics, logger) if config.auth.mode == "keys" else None
         res = Resources(
             session=make_session(config.timeouts),
             logger=logger,
@@ -186,6 +204,7 @@ def make_app(
             fingerprint=Fingerprinter(await _fingerprint_secret(config, pacing_store)),
             telemetry=_start_telemetry(config, metrics),
             live=LiveStats(config.dashboard.recent_requests) if config.dashboard.enabled else None,
+            auth=auth,
         )
         res.pacing = PacerView(res.pacer) if config.pacing.enabled else None
         if not metrics.shared:  # per-process state: nothing for sibling workers to add up
@@ -210,6 +229,8 @@ def make_app(
             await link.close()
         await res.pacer.close()
         await pacing_store.close()
+        if res.auth is not None:  # after the plugins: the last requests' rows are queued
+            await res.auth.close()
         await res.cooldowns.close()
         await res.session.close()
         if res.telemetry is not None:  # what is queued still goes out, within a bound
@@ -218,10 +239,16 @@ def make_app(
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
-    if config.metrics.enabled and config.metrics.port is None:  # else serve() listens for it
+    separate = config.metrics.enabled and config.metrics.port is not None
+    if config.metrics.enabled and not separate:  # else serve() listens for it
         app.router.add_get("/metrics", metrics_handler(metrics))
     if config.dashboard.enabled and not serves_metrics_apart(config):
         add_dashboard_routes(app, app)
+    admin = admin_api(config, functools.partial(_key_manager, app))
+    if admin is not None and separate:  # where /metrics is: serve() mounts it there
+        app[ADMIN_API] = admin
+    elif admin is not None:
+        app.add_subapp("/admin/", admin.make())
     app.router.add_route(
         "*", "/{tail:.*}", pinned(handle, generations), expect_handler=expect_continue
     )

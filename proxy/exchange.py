@@ -20,6 +20,7 @@ from multidict import CIMultiDictProxy
 from .config import Upstream
 from .outcomes import (
     Attempt,
+    ClientKeyOutcome,
     ContextOutcome,
     RetryOutcome,
     SlotKey,
@@ -54,6 +55,7 @@ class Exchange:
         "body",
         "body_replaced",
         "bytes_out",
+        "client_key",
         "context",
         "error",
         "json_error",
@@ -95,6 +97,8 @@ class Exchange:
         self.usage: UsageOutcome | None = None
         self.context: ContextOutcome | None = None
         self.translation: TranslationOutcome | None = None
+        self.client_key: ClientKeyOutcome | None = None
+        """Keys mode only: the client's proxy key and the gate's verdict."""
         self.response_headers: dict[str, str] = {}
         self.outgoing_headers: dict[str, str] = {}
         """Headers a plugin adds to every upstream attempt (e.g. a trace context)."""

@@ -70,10 +70,13 @@ def sends_client_credentials(ex: Exchange, upstream: Upstream) -> bool:
 
     An upstream with a configured key gets that key and nothing else; a fallback without one
     gets no credential at all (a local server may need none) unless it opts in. A client's
-    key never goes to an upstream of another provider family.
+    key never goes to an upstream of another provider family. In keys mode what the client
+    sends is a proxy key: it goes nowhere, whatever the upstream's settings.
     """
     assert ex.route is not None
-    if upstream.api_key or upstream_provider(ex, upstream) is not ex.route.provider:
+    if ex.route.client_keys or upstream.api_key:
+        return False
+    if upstream_provider(ex, upstream) is not ex.route.provider:
         return False
     first = ex.route.config.upstreams[0]
     return upstream is first or upstream.pass_client_credentials

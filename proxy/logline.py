@@ -101,6 +101,9 @@ def log_fields(ex: Exchange) -> dict[str, Any]:
             "dropped": list(ex.translation.dropped),
             "notes": list(ex.translation.notes),
         }
+    if ex.client_key is not None:
+        fields["key_id"] = ex.client_key.key_id
+        fields["auth_refused"] = ex.client_key.refused
     if ex.json_error is not None:
         fields["body_parse_error"] = ex.json_error
     if ex.plugin_errors:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -146,6 +146,8 @@ class Metrics:
             ["route", "result"],
             registry=r,
         )
+        self._auth_collectors(r)
+        self._refreshers: list[Callable[[], None]] = []
         self.live: set[Any] = set()
         mode: Any = "livesum"
         self._in_flight = Gauge(
@@ -177,6 +179,7 @@ class Metrics:
         while True:
             self._in_flight.set(len(self.live))
             self._in_flight_streams.set(self.live_streams())
+            self.refresh()
             await asyncio.sleep(interval_s)
 
     def _process_collectors(self, r: CollectorRegistry) -> None:
@@ -203,6 +206,49 @@ class Metrics:
             "Client connections closed for sending a request's head or body too slowly "
             "(phase: header or body).",
             ["phase"],
+            registry=r,
+        )
+
+    def add_refresher(self, refresh: Callable[[], None]) -> None:
+        """``refresh()`` copies a component's own counts into collectors: before every scrape,
+        and in shared mode every second (a scrape may land on a sibling worker)."""
+        self._refreshers.append(refresh)
+
+    def refresh(self) -> None:
+        for refresh in self._refreshers:
+            refresh()
+
+    def _auth_collectors(self, r: CollectorRegistry) -> None:
+        """Keys mode. Refusals are labelled by route and kind, never by key: per-key numbers
+        are the ledger's (``llm-proxy spend --by key``), and a key label would grow with the
+        store."""
+        self.auth_refusals = Counter(
+            "llm_proxy_auth_refusals",
+            "Requests refused by the client-key gate (kind: invalid_api_key, key_revoked, "
+            "model_not_allowed, requests_per_minute, budget_exceeded, ...).",
+            ["route", "kind"],
+            registry=r,
+        )
+        self.auth_degraded = Gauge(
+            "llm_proxy_auth_degraded",
+            "1 while a keys-mode dependency fails (component: ledger = the store's writes, "
+            "limits = the Redis counters, counted locally meanwhile).",
+            ["component"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ledger_backlog = Gauge(
+            "llm_proxy_ledger_rows_pending",
+            "Ledger rows not yet written (state: queued, or spooled while the store is down).",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_rows = Counter(
+            "llm_proxy_ledger_rows",
+            "Ledger rows by fate (outcome: written; dropped: queue or spool full; lost: "
+            "unwritten at shutdown).",
+            ["outcome"],
             registry=r,
         )
 
@@ -304,10 +350,12 @@ class Metrics:
         """The text format (0.0.4) every Prometheus 2.x scrapes, without ``_created`` series;
         in shared mode the sum over every worker's files."""
         if self.shared_dir is not None:
+            self.refresh()
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged, path=self.shared_dir)
             merged.register(_LiveWorkers(self.shared_dir))
             return generate_latest(merged)
+        self.refresh()
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
 
 
@@ -372,8 +420,11 @@ def metrics_handler(metrics: Metrics) -> Any:
     return handle
 
 
-def make_metrics_app(metrics: Metrics) -> web.Application:
-    """An app serving only ``/metrics``, for a separate listen address."""
+def make_metrics_app(metrics: Metrics, admin: web.Application | None = None) -> web.Application:
+    """An app serving ``/metrics`` (and the ``/admin/`` API when given), for a separate listen
+    address."""
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler(metrics))
+    if admin is not None:
+        app.add_subapp("/admin/", admin)
     return app

@@ -164,6 +164,16 @@ class ContextOutcome:
     """Anthropic ``cache_control`` breakpoints the trim removed (the prompt cache restarts)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientKeyOutcome:
+    """Keys mode: whose key the request came with, and why it was refused (if it was)."""
+
+    key_id: str | None
+    """The proxy key's id (never its secret); None when no known key was presented."""
+    refused: str | None = None
+    """The refusal's kind (``invalid_api_key``, ``budget_exceeded``...); None: admitted."""
+
+
 class SlotKey(Generic[T]):
     """A typed key for one plugin's private per-request state on the exchange."""
 

@@ -32,7 +32,8 @@ from .sdnotify import Notifier
 from .state import AppState, StateHolder
 from .translate import MemoryResponseStore, ResponseStore
 
-if TYPE_CHECKING:  # imported only when OpenTelemetry is configured
+if TYPE_CHECKING:  # imported only when configured
+    from .auth.runtime import AuthRuntime
     from .otel.telemetry import Telemetry
 
 
@@ -57,6 +58,8 @@ class Resources:
     """The dashboard's rolling windows, when the dashboard is on."""
     pacing: PacingSource | None = None
     """The pacer's state for the dashboard, when pacing is on."""
+    auth: AuthRuntime | None = None
+    """Keys mode: the key store, cache, counters and ledger writer (None when auth is off)."""
 
 
 RESOURCES = web.AppKey("resources", Resources)
@@ -68,13 +71,16 @@ RESTART_ONLY = (
     "logging",
     "metrics",
     "state",
+    "auth",
+    "store",
     "drain_timeout_s",
     "otel",
     "dashboard",
 )
 """Top-level keys read once at startup: the listen sockets and worker count, the app's body
-limit, the logger, the metrics routes and listen address, the cooldown store backend, the
-runner's drain timeout, the OpenTelemetry pipeline, the dashboard's routes and windows.
+limit, the logger, the metrics routes and listen address, the cooldown store backend, keys
+mode and its store (the runtime and the admin API), the runner's drain timeout, the
+OpenTelemetry pipeline, the dashboard's routes and windows.
 ``timeouts.connect_s`` lives on the shared session, so it is one too."""
 
 

@@ -13,6 +13,9 @@ from .providers import PROVIDERS, ProviderSpec
 class RouteTarget:
     config: Route
     provider: ProviderSpec
+    client_keys: bool = False
+    """Clients authenticate with the proxy's own keys (``auth: {mode: keys}``): what they send
+    as a credential is never an upstream's, so it is never forwarded."""
 
     @property
     def name(self) -> str:
@@ -22,9 +25,9 @@ class RouteTarget:
 class Router:
     """Longest-prefix match on whole path segments (``/openai`` never matches ``/openaix``)."""
 
-    def __init__(self, routes: tuple[Route, ...]) -> None:
+    def __init__(self, routes: tuple[Route, ...], *, client_keys: bool = False) -> None:
         ordered = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
-        self._targets = [RouteTarget(r, PROVIDERS[r.provider]) for r in ordered]
+        self._targets = [RouteTarget(r, PROVIDERS[r.provider], client_keys) for r in ordered]
 
     def match(self, path: str) -> tuple[RouteTarget, str] | None:
         """The route and the path tail to append to the upstream base URL."""

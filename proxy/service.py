@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .auth_app import ADMIN_API
 from .config import Config
 from .connections import ConnectionGuard, ConnectionLimits, Shape
 from .dashboard.web import add_dashboard_routes
@@ -273,9 +274,10 @@ async def _serve_metrics(
     runners: list[web.AppRunner],
     backlog: int,
 ) -> None:
-    """/metrics (and /dashboard) on their own address; they stay up while the proxy drains
-    (cleaned up last)."""
-    metrics_app = make_metrics_app(app[METRICS])
+    """/metrics (with /dashboard, and /admin/ in keys mode) on their own address; they stay
+    up while the proxy drains (cleaned up last)."""
+    admin = app.get(ADMIN_API)
+    metrics_app = make_metrics_app(app[METRICS], admin.make() if admin is not None else None)
     if config.dashboard.enabled:
         add_dashboard_routes(metrics_app, app)
     metrics = web.AppRunner(metrics_app, access_log=None)

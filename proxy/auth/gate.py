@@ -13,6 +13,10 @@ At completion (``on_complete``), exactly once per admitted request, whatever hap
 
     await outcome.settle(usage, cost_usd)     # usage/cost of all attempts; settle() = release
 
+``check`` is ``identify`` (the key, from the cache) then ``admit`` (route, model, limits,
+budget); a caller that parses the body to learn the model calls them apart, so an unknown key
+is refused before the body is parsed (proxy/plugins/auth.py).
+
 ``secret`` is what the client sent: ``wire.client_secret(request.headers)``. ``input_tokens``
 is the request counted offline (proxy.context.tokens), ``max_output_tokens`` the body's cap:
 ``wire.requested_output_tokens(body)``; None reserves ``default_max_output_tokens``. Together
@@ -214,9 +218,24 @@ class Gate:
         input_tokens: int = 0,
         max_output_tokens: int | None = None,
     ) -> Admission | Refusal:
-        key = await self._identify(secret)
+        key = await self.identify(secret)
         if isinstance(key, Refusal):
             return key
+        return await self.admit(
+            key, route, model, input_tokens=input_tokens, max_output_tokens=max_output_tokens
+        )
+
+    async def admit(
+        self,
+        key: KeyRecord,
+        route: str,
+        model: str | None,
+        *,
+        input_tokens: int = 0,
+        max_output_tokens: int | None = None,
+    ) -> Admission | Refusal:
+        """``check`` for a key already identified: a caller that must read the request body
+        to know its model and worst case identifies first, so an unknown key costs no parse."""
         if not key.allows_route(route):
             return Refusal(
                 RefusalKind.ROUTE_NOT_ALLOWED,
@@ -249,7 +268,8 @@ class Gate:
             return _denied(key, outcome)
         return Admission(self, key, outcome)
 
-    async def _identify(self, secret: str | None) -> KeyRecord | Refusal:
+    async def identify(self, secret: str | None) -> KeyRecord | Refusal:
+        """The active key for ``secret`` (from the cache), or why there is none."""
         if not secret:
             return Refusal(RefusalKind.MISSING_KEY, "no API key provided")
         if not looks_like_secret(secret):

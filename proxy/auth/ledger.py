@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +26,12 @@ from .store import Store
 __all__ = ["LedgerRow", "LedgerStats", "LedgerWriter"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LedgerRow:
     """One attempt that reached a provider, its tokens as the provider reported them.
+
+    Not frozen, like limits.Ask: one or more per request on the hot path, and a frozen
+    dataclass of this many fields takes twice as long to build. Treat it as read-only.
 
     Token fields follow proxy.usage.Usage (one convention for every provider):
     ``input_tokens`` is all input, cache reads and writes included; ``cached_read_tokens`` and
@@ -56,7 +59,7 @@ class LedgerRow:
     status: int | None
     latency_ms: float
     ts: float
-    row_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    row_id: str = field(default_factory=lambda: os.urandom(16).hex())
     """Unique per row, made here: what makes a replayed batch idempotent. Not the request id,
     which a client may choose (x-request-id) and reuse."""
 
@@ -77,24 +80,24 @@ class LedgerRow:
         latency_ms: float,
         ts: float | None = None,
     ) -> LedgerRow:
-        return cls(
-            request_id=request_id,
-            attempt=attempt,
-            key_id=key_id,
-            route=route,
-            upstream=upstream,
-            model_requested=model_requested,
-            model_served=model_served,
-            input_tokens=usage.prompt_tokens,
-            cached_read_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_creation_tokens,
-            output_tokens=usage.completion_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=cost_usd,
-            usage_source=usage.source,
-            status=status,
-            latency_ms=latency_ms,
-            ts=time.time() if ts is None else ts,
+        return cls(  # positional: this runs once per attempt on the request path
+            request_id,
+            attempt,
+            key_id,
+            route,
+            upstream,
+            model_requested,
+            model_served,
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.cache_creation_tokens,
+            usage.completion_tokens,
+            usage.reasoning_tokens,
+            cost_usd,
+            usage.source,
+            status,
+            latency_ms,
+            time.time() if ts is None else ts,
         )
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "get_encoding",
     "may_exceed",
     "message_tokens",
+    "token_bound",
 ]
 
 Provider = Literal["openai", "anthropic"]
@@ -401,12 +402,24 @@ def may_exceed(body: bytes, budget_tokens: int, safety_factor: float = 1.2) -> b
     provider's shape (messages and tools are JSON objects); a list of bare numbers as messages
     may out-count its bytes, and the provider rejects it anyway.
     """
-    if _ESCAPED_ASCII.search(body):
-        return True
+    bound = token_bound(body, safety_factor)
+    return bound is None or bound > budget_tokens
+
+
+def token_bound(body: bytes, safety_factor: float = 1.0, *, plain: bool = False) -> int | None:
+    """The bound :func:`may_exceed` compares (see its docstring for why it holds); None when
+    ``\\u00XX`` escapes could hide a media marker: re-encode the parsed JSON without ASCII
+    escapes and ask again with ``plain`` (a marker can no longer hide).
+
+    With ``safety_factor`` 1 it bounds what a provider bills for the text: every token of a
+    byte-level tokenizer covers >= 1 byte. Media are bounded by ``images.MAX_MEDIA_TOKENS``
+    each, the proxy's own per-item maximum.
+    """
+    if not plain and _ESCAPED_ASCII.search(body):
+        return None
     media = sum(body.count(marker) for marker in _MEDIA_MARKERS)
-    bound = (
+    return (
         math.ceil(max(1.0, safety_factor) * len(body))
         + media * images.MAX_MEDIA_TOKENS
         + ANTHROPIC_TOOL_PROMPT_TOKENS
     )
-    return bound > budget_tokens

@@ -12,20 +12,24 @@ It imports nothing else from ``proxy``.
 """
 
 from .app import FakeUpstream
+from .billing import Billing, PriceRow, Tokens
 from .caching import CacheUse, PromptCache
 from .content import fake_text, prompt_sequence, prompt_tokens
 from .faults import Fault, RecordedRequest
 from .limits import Counts, Limits, Rates
 
 __all__ = [
+    "Billing",
     "CacheUse",
     "Counts",
     "FakeUpstream",
     "Fault",
     "Limits",
+    "PriceRow",
     "PromptCache",
     "Rates",
     "RecordedRequest",
+    "Tokens",
     "fake_text",
     "prompt_sequence",
     "prompt_tokens",

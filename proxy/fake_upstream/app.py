@@ -16,6 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import anthropic_api, openai_api
+from .billing import Billing
 from .caching import CACHED_PATHS, PromptCache, credential_of
 from .calls import Builder, Call, Plan, Reply, make_plan
 from .faults import Fault, FaultQueue, Provider, RecordedRequest, error_body, error_headers
@@ -78,6 +79,7 @@ class FakeUpstream:
         prompt_cache: PromptCache | None = None,
         limits: Limits | None = None,
         clock: Clock = time.time,
+        billing: Billing | None = None,
     ) -> None:
         self.requests: list[RecordedRequest] = []
         self.hold_after_chunk: int | None = None
@@ -93,6 +95,9 @@ class FakeUpstream:
         self.context_limits = ContextLimits(dict(context_windows or {}), context_flavour)
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
         self.limiter = RateLimiter(limits, clock)
+        self.billing = billing
+        """When given: every answer's usage as billed (billing.py); off by default (it parses
+        every event the fake writes)."""
 
     def enqueue(self, *faults: Fault) -> None:
         """Queue one-shot faults; each is consumed by the next request whose path matches."""
@@ -106,6 +111,8 @@ class FakeUpstream:
         self.limiter.reset()
         self._seq = itertools.count(1)
         self.prompt_cache.clear()
+        if self.billing is not None:
+            self.billing.clear()
 
     @property
     def pending_faults(self) -> int:
@@ -228,11 +235,15 @@ class FakeUpstream:
         headers.update(limit_headers)
         headers.update(fault.headers)
         headers["Content-Type"] = reply.content_type
+        bill = None if self.billing is None else self.billing.open(request, call, reply)
+        wrote = None if bill is None else bill.wrote
         if reply.events is not None:
-            return await write_stream(self, request, reply, plan, headers, call.provider)
+            return await write_stream(self, request, reply, plan, headers, call.provider, wrote)
         if fault.cut_after_chunks is not None:
             cut(request)
             return web.Response()
+        if wrote is not None:
+            wrote(reply.body)  # a body is billed once it is handed over whole
         body = reply.body
         if plan.gzip:
             body = gzip.compress(body, compresslevel=5, mtime=0)

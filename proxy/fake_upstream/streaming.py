@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -71,8 +71,10 @@ async def write_stream(
     plan: Plan,
     headers: Mapping[str, str],
     provider: Provider,
+    on_write: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
-    """Send ``reply.events`` one ``write()`` each; ``plan.fault`` may cut or error mid-way."""
+    """Send ``reply.events`` one ``write()`` each; ``plan.fault`` may cut or error mid-way.
+    ``on_write`` sees each event after its write succeeded (billing.py)."""
     resp = web.StreamResponse(status=reply.status, headers=headers)
     resp.headers["Cache-Control"] = "no-cache"
     events = reply.events or ()
@@ -86,8 +88,11 @@ async def write_stream(
             if fault.end_after_chunks == sent:
                 return resp
             if fault.sse_error_after_chunks == sent:
-                await resp.write(stream_error_event(provider, request.path))
+                error = stream_error_event(provider, request.path)
+                await resp.write(error)
                 state.chunks_sent += 1
+                if on_write is not None:
+                    on_write(error)
                 return resp
             if sent == len(events):
                 break
@@ -95,6 +100,8 @@ async def write_stream(
                 await pause(request, seconds=plan.chunk_delay_s)
             await resp.write(events[sent])
             state.chunks_sent += 1
+            if on_write is not None:
+                on_write(events[sent])
             if state.hold_after_chunk == sent + 1:
                 await pause(request, until=state.release)
     except ConnectionResetError:

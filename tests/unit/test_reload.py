@@ -56,6 +56,8 @@ def test_reloadable_keys_change_and_restart_only_keys_keep_their_running_values(
         metrics={"enabled": False},
         drain_timeout_s=1,
         state={"backend": "redis", "url": "redis://x"},
+        auth={"mode": "keys"},
+        store={"path": "elsewhere.db"},
         timeouts={"connect_s": 1, "first_byte_s": 2},
         retry={"max_attempts": 9},
         otel={"endpoint": "http://127.0.0.1:4318"},
