@@ -14,20 +14,24 @@ from ..exchange import Exchange
 from . import Plugin
 
 KeyOf = Callable[[Exchange], "str | None"]
-"""A display label for the API key a request used (never the secret); the keys feature
-passes one so the dashboard shows tokens and cost per key."""
+"""A display label for the API key a request used (never the secret)."""
+
+
+def client_key_id(ex: Exchange) -> str | None:
+    """In keys mode, the id of the proxy key the request came with (ids are not secrets)."""
+    return ex.client_key.key_id if ex.client_key is not None else None
 
 
 class DashboardFeed(Plugin):
     name = "dashboard"
 
-    def __init__(self, stats: LiveStats, logger: Any, key_of: KeyOf | None = None) -> None:
+    def __init__(self, stats: LiveStats, logger: Any, key_of: KeyOf = client_key_id) -> None:
         self._stats = stats
         self._log = logger
         self._key_of = key_of
 
     async def on_report(self, ex: Exchange) -> None:
         try:
-            self._stats.observe(ex, self._key_of(ex) if self._key_of is not None else None)
+            self._stats.observe(ex, self._key_of(ex))
         except Exception as exc:  # a dashboard bug must not cost the request its log line
             self._log.error("dashboard failed", request_id=ex.request_id, error=repr(exc))

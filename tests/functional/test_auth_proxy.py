@@ -332,6 +332,10 @@ async def test_the_admin_api_needs_its_token_and_its_keys_work_on_the_proxy(
     status, _, raw = await fetch("GET", f"{url}/admin/spend?by=key&since=1d", headers=admin)
     (line,) = json.loads(raw)["rows"]
     assert (200, "bot", 1) == (status, line["name"], line["requests"])
+    status, _, raw = await fetch("GET", f"{url}/dashboard/data", headers=admin)
+    (shown,) = json.loads(raw)["keys"]  # tokens and cost per key, by id: never the secret
+    assert (200, made["key"]["id"], 1) == (status, shown["name"], shown["requests"])
+    assert made["secret"].encode() not in raw
 
 
 async def test_without_an_admin_token_there_is_no_admin_api_and_health_needs_no_key(
