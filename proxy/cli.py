@@ -16,6 +16,7 @@ from typing import Any
 
 from . import config as config_mod
 from .app import make_app
+from .heap import settle_heap
 from .listeners import Plan, activation_sockets
 from .sdnotify import Notifier
 from .service import Service, Startup, loop_factory, run, serve
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             loader=launch.loader,
             startup=launch.startup,
         )
-        run(serve(make_app(cfg), cfg, service=service), args.loop)
+        app = make_app(cfg)
+        settle_heap()
+        run(serve(app, cfg, service=service), args.loop)
     except OSError as exc:
         print(f"llm-proxy: {exc}", file=sys.stderr)
         return 1

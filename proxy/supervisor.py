@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from .app import make_app
 from .config import Config
+from .heap import settle_heap
 from .listeners import (
     Plan,
     UnixListener,
@@ -145,6 +146,7 @@ class Supervisor:
             if self.config.metrics.enabled:
                 self._metrics_dir = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
             warm_token_encodings()
+            settle_heap()  # before forking: the workers share these pages
             self._install_signals()
             for slot in self.slots:
                 self._spawn(slot)

@@ -70,11 +70,17 @@ class ScopeGate:
         self.fingerprint = fingerprint
         self.total_s = timeouts.total_s
         self.log = logger
+        self._policies: dict[Pacing, PacePolicy] = {}
 
     def policy(self, pacing: Pacing) -> PacePolicy | None:
+        """A route's policy, made once per route config (one per attempt showed up in
+        profiles)."""
         if not pacing.enabled or self.pacer is None:
             return None
-        return PacePolicy.of(pacing, self.total_s)
+        policy = self._policies.get(pacing)
+        if policy is None:
+            policy = self._policies[pacing] = PacePolicy.of(pacing, self.total_s)
+        return policy
 
     async def admit(
         self, claim: Admission, *, budget_s: float, client: str, priority: int

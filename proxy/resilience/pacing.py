@@ -15,6 +15,7 @@ The same rules run in Redis as Lua (pacing_store.py); keep the two in step.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,7 @@ observed (which wakes the queue), so this only paces re-checks and budget decisi
 PROBE_HOLD_S = 30.0
 """A first request older than this (its process died?) no longer holds the others back."""
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_NO_DELAY = Delay(0.0, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,13 @@ class PacingModel:
 
     def __init__(self) -> None:
         self._scopes: dict[str, _ScopeState] = {}
+        self._prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+
+    def _new_id(self) -> str:
+        """Unique in this process (a random prefix, then a counter): a random id per
+        attempt cost a system call."""
+        return f"{self._prefix}{next(self._ids):x}"
 
     def keys(self) -> list[str]:
         """Every scope this model has state for (dashboards and gauges)."""
@@ -152,7 +161,7 @@ class PacingModel:
         if delay.reason is not None and not force:
             return Wait(delay.seconds, delay.reason)
         state = self._scopes.setdefault(key, _ScopeState())
-        reservation = Reservation(key, secrets.token_hex(8), cost, now, state.seq + 1)
+        reservation = Reservation(key, self._new_id(), cost, now, state.seq + 1)
         self.hold(reservation, policy, now)
         return Admitted(reservation)
 
@@ -163,6 +172,8 @@ class PacingModel:
             return Delay(0.0, None)
         if not state.seen and _probing(state, now):
             return Delay(PROBE_WAIT_S, WaitReason.PROBE)
+        if state.level is None and not state.retry_at:
+            return _NO_DELAY  # answered, but never with a limit: nothing to wait for
         level = state.level or LimitSnapshot(observed_at=now)
         return admission_delay(
             replace(level, retry_at=state.retry_at or None, retry_rounding_s=0.0),

@@ -305,6 +305,14 @@ def _retry_at(h: _Headers, now: float, skew_s: float) -> tuple[float | None, flo
     return now + seconds, 1.0 if whole else 0.0
 
 
+_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after", "x-ms-retry-after")
+
+
+def speaks_of_limits(headers: Mapping[str, str]) -> bool:
+    """A header the snapshot reads is present (the Date header matters only beside one)."""
+    return any(str(name).lower().startswith(_LIMIT_PREFIXES) for name in headers)
+
+
 def parse_snapshot(headers: Mapping[str, str], now: float) -> LimitSnapshot:
     """Every rate-limit fact in one answer's headers, observed at ``now`` (this host's clock).
 
@@ -312,6 +320,8 @@ def parse_snapshot(headers: Mapping[str, str], now: float) -> LimitSnapshot:
     out (unknown, not "unlimited" nor "empty"). Absolute instants (Anthropic's RFC 3339
     resets, HTTP-date Retry-After) are moved onto our clock when the Date header shows skew.
     """
+    if not speaks_of_limits(headers):
+        return LimitSnapshot(observed_at=now)  # most answers: nothing to parse, Date included
     h = _Headers(headers)
     skew = _skew(h, now)
     buckets = _read_openai(h, now)

@@ -9,6 +9,7 @@ credential (HMAC-SHA256 with a secret the proxy holds), never the credential.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote, unquote
+
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import Provider
 
@@ -41,6 +44,7 @@ NO_CREDENTIAL = "none"
 """The fingerprint of a request sent upstream without any credential."""
 
 _FINGERPRINT_HEX = 16  # 64 bits: collisions between a deployment's keys are negligible
+_FINGERPRINTS_KEPT = 1024
 _RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 
 
@@ -65,8 +69,7 @@ class Scope:
     @property
     def key(self) -> str:
         """Canonical store key, ``upstream/credential/kind/model`` with each part %-escaped."""
-        parts = (self.upstream, self.credential, self.kind.value, self.model)
-        return "/".join(quote(part.encode("utf-8", "surrogatepass"), safe="") for part in parts)
+        return _store_key(self.upstream, self.credential, self.kind, self.model)
 
     @classmethod
     def from_key(cls, key: str) -> Scope | None:
@@ -84,6 +87,14 @@ class Scope:
     def label(self) -> str:
         """A metrics/log label without the fingerprint: ``upstream`` or ``upstream:model``."""
         return self.upstream if self.kind is LimitKind.UPSTREAM else f"{self.upstream}:{self.model}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _store_key(upstream: str, credential: str, kind: LimitKind, model: str) -> str:
+    """Memoised: every attempt looks its scopes' keys up several times, and escaping four
+    parts cost more than the cooldown and pacing lookups they serve."""
+    parts = (upstream, credential, kind.value, model)
+    return "/".join(quote(part.encode("utf-8", "surrogatepass"), safe="") for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +116,13 @@ class Fingerprinter:
     different scopes in each; without a configured secret each process draws a random one.
     """
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_known", "_secret")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret if secret else secrets.token_bytes(32)
+        self._known: dict[str, str] = {}
+        """Recent credentials' fingerprints: each request needs its own and its client's,
+        and an HMAC costs more than the rest of its admission."""
 
     def __repr__(self) -> str:
         return "Fingerprinter(<secret>)"
@@ -116,21 +130,39 @@ class Fingerprinter:
     def __call__(self, credential: str | None) -> str:
         if not credential:
             return NO_CREDENTIAL
+        known = self._known.get(credential)
+        if known is not None:
+            return known
         digest = hmac.new(self._secret, credential.encode(), hashlib.sha256).hexdigest()
-        return digest[:_FINGERPRINT_HEX]
+        if len(self._known) >= _FINGERPRINTS_KEPT:
+            self._known.clear()  # many distinct keys: start over rather than grow
+        known = self._known[credential] = digest[:_FINGERPRINT_HEX]
+        return known
 
 
 def credential_of(headers: Mapping[str, str]) -> str | None:
     """The credential in outgoing request headers (``x-api-key``, ``Authorization: Bearer``,
     Azure ``api-key``), so one key sent in either header gets one scope."""
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
     for name in ("x-api-key", "authorization", "api-key"):
-        value = lowered.get(name, "").strip()
+        value = _last(headers, name).strip()
         if name == "authorization" and value[:7].lower() == "bearer ":
             value = value[7:].strip()
         if value:
             return value
     return None
+
+
+def _last(headers: Mapping[str, str], name: str) -> str:
+    """The last value of header ``name`` (any case), "" when absent; a multidict is read in
+    place (no lower-cased copy of every header per attempt)."""
+    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
+        values = headers.getall(name, None)
+        return values[-1] if values else ""
+    value = ""
+    for key, each in headers.items():
+        if str(key).lower() == name:
+            value = str(each)
+    return value
 
 
 _CUT = re.compile(r"[@:].*$")  # Vertex "claude-sonnet-4@20250514", Bedrock "...-v1:0"
