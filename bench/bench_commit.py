@@ -183,6 +183,8 @@ class Healthy:
     cpu_s: float = 0.0
     round_cpu_us: list[float] = field(default_factory=list)
     bad: int = 0
+    paired_ms: list[float] = field(default_factory=list)
+    """This target's TTFT minus ``off``'s in the same cycle (back to back)."""
 
 
 def is_content(line: bytes) -> bool:
@@ -229,15 +231,19 @@ async def healthy_round(
         for _ in range(n):
             order = list(HEALTHY)
             rng.shuffle(order)
+            cycle: dict[str, float] = {}
             for t in order:
                 try:
                     ttft, total = await one_stream(sessions[t], svcs.url(t), shape)
                 except (RuntimeError, aiohttp.ClientError):
                     out[t].bad += 1
                     continue
+                cycle[t] = ttft
                 mine[t].append(ttft)
                 out[t].ttft_ms.append(ttft)
                 out[t].total_ms.append(total)
+            if "on" in cycle and "off" in cycle:
+                out["on"].paired_ms.append(cycle["on"] - cycle["off"])
         for t, c0 in cpu0.items():
             used = cpu_seconds(svcs.proxies[t].pids()) - c0
             out[t].cpu_s += used
@@ -276,6 +282,7 @@ def healthy_table(shape: str, res: dict[str, Healthy], n_per_round: int) -> str:
                 fmt(pct(r.ttft_ms, 99), 3),
                 "-" if t == "direct" else f"{p50 - base:+.3f}",
                 "-" if t != "on" else f"{p50 - pct(off.ttft_ms, 50):+.3f}",
+                "-" if t != "on" else f"{pct(r.paired_ms, 50):+.3f}",
                 "-" if t != "on" else f"{min(diffs):+.3f}..{max(diffs):+.3f}",
                 fmt(pct(r.total_ms, 50), 2),
                 "-" if cpu is None else fmt(cpu, 0),
@@ -290,7 +297,8 @@ def healthy_table(shape: str, res: dict[str, Healthy], n_per_round: int) -> str:
         "TTFT p99 ms",
         "added over direct p50",
         "on - off p50",
-        "on - off per round",
+        "on - off, median of pairs",
+        "on - off p50 per round",
         "whole stream p50 ms",
         "proxy CPU µs/stream",
         "CPU on/off",
@@ -435,12 +443,16 @@ def mix_table(res: dict[str, Mixed], metrics: dict[str, str]) -> str:
 # ------------------------------------------------------------------ report
 
 
-def machine() -> list[str]:
-    load = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+def load_average() -> str:
+    """The 1/5/15-minute load averages (the machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine(load_before: str) -> list[str]:
     import uvloop
 
     return [
-        f"- load: {load}",
+        f"- load average (1/5/15 min): {load_before} before, {load_average()} after",
         f"- cores: {os.cpu_count()}; {platform.machine()}; Linux {platform.release()}",
         f"- python {platform.python_version()}; aiohttp {aiohttp.__version__}; "
         f"openai {openai.__version__}; uvloop {uvloop.__version__} (the fakes and the proxies)",
@@ -451,7 +463,15 @@ def verdict(res: dict[str, dict[str, Healthy]], mix: dict[str, Mixed]) -> str:
     rows = []
     for shape, r in res.items():
         added = pct(r["on"].ttft_ms, 50) - pct(r["off"].ttft_ms, 50)
-        rows.append([f"TTFT added p50 ({shape})", "<= 0.1 ms", f"{added:+.3f} ms", added <= 0.1])
+        paired = pct(r["on"].paired_ms, 50)
+        rows.append(
+            [
+                f"TTFT added ({shape})",
+                "<= 0.1 ms",
+                f"{added:+.3f} ms (p50s), {paired:+.3f} ms (median of pairs)",
+                max(added, paired) <= 0.1,
+            ]
+        )
         ratio = r["on"].cpu_s / r["off"].cpu_s
         rows.append([f"CPU per stream ({shape})", "<= 1.05x", f"{ratio:.3f}x", ratio <= 1.05])
     for t in ("on", "on-fallback-first"):
@@ -465,7 +485,7 @@ def verdict(res: dict[str, dict[str, Healthy]], mix: dict[str, Mixed]) -> str:
 
 
 async def main(plan: Plan) -> None:
-    started = time.monotonic()
+    started, load_before = time.monotonic(), load_average()
     rng = random.Random(plan.seed)
     with tempfile.TemporaryDirectory(prefix="bench-commit-") as tmp:
         svcs = start_all(Path(tmp))
@@ -488,7 +508,7 @@ async def main(plan: Plan) -> None:
     parts = [
         f"Command: `python bench/bench_commit.py{(' ' + argv) if argv else ''}`",
         "",
-        *machine(),
+        *machine(load_before),
         f"- run time: {time.monotonic() - started:.0f} s",
         "",
         f"Healthy streams: {plan.rounds} rounds of {plan.streams} streams at once and "
@@ -511,7 +531,7 @@ def parse_args() -> Plan:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--streams", type=int, default=100, help="burst streams per target a round")
-    p.add_argument("--paced-streams", type=int, default=20, help="paced streams per target a round")
+    p.add_argument("--paced-streams", type=int, default=30, help="paced streams per target a round")
     p.add_argument("--fault-streams", type=int, default=400, help="fault mix streams per target")
     p.add_argument("--fault-share", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=14)

@@ -487,17 +487,23 @@ def verdicts(plan: Plan, results: list[Result]) -> list[list[str]]:
     return out
 
 
-def machine() -> list[str]:
-    def version(argv: list[str]) -> str:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-        except OSError:
-            return "n/a"
+def version(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "n/a"
 
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (the machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine(load_before: str) -> list[str]:
     import uvloop  # the proxy and the fake run on it when installed
 
     return [
-        f"- load: {version(['uptime'])}",
+        f"- load average (1/5/15 min): {load_before} before, {load_average()} after",
         f"- cores: {os.cpu_count()}; {platform.machine()}; Linux {platform.release()}",
         f"- python {platform.python_version()}; aiohttp {aiohttp.__version__}; "
         f"openai {openai.__version__}; httpx {httpx.__version__}; uvloop {uvloop.__version__}",
@@ -505,12 +511,12 @@ def machine() -> list[str]:
     ]
 
 
-def report(plan: Plan, results: list[Result], elapsed: float) -> str:
+def report(plan: Plan, results: list[Result], elapsed: float, load_before: str) -> str:
     argv = " ".join(sys.argv[1:])
     parts = [
         f"Command: `python bench/bench_pacing.py{(' ' + argv) if argv else ''}`",
         "",
-        *machine(),
+        *machine(load_before),
         f"- run time: {elapsed:.0f} s real",
         "",
         f"Provider limit: {plan.rpm:g} rpm and {plan.rpm * COST_TOKENS:g} tpm per key and model "
@@ -547,7 +553,7 @@ async def main(plan: Plan) -> None:
 
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH")
-    started = time.monotonic()
+    started, load_before = time.monotonic(), load_average()
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-pacing-") as tmp:
         workdir = Path(tmp)
@@ -571,7 +577,7 @@ async def main(plan: Plan) -> None:
         finally:
             fake.stop()
             redis.stop()
-    print(report(plan, results, time.monotonic() - started))
+    print(report(plan, results, time.monotonic() - started, load_before))
 
 
 def parse_args() -> Plan:
