@@ -25,7 +25,7 @@ async def test_sigterm_lets_running_stream_finish(fake: FakeUpstream, tmp_path: 
     proxy = ProxyProcess(base_config(fake.url, drain_timeout_s=20), tmp_path, free_port())
     await proxy.start()
     try:
-        fake.hold_after_chunk = 1
+        fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
         body = json.dumps(
             {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         )
@@ -54,7 +54,7 @@ async def test_stream_running_past_the_drain_timeout_is_cut_and_the_process_exit
     proxy = ProxyProcess(base_config(fake.url, drain_timeout_s=0.5), tmp_path, free_port())
     await proxy.start()
     try:
-        fake.hold_after_chunk = 1  # never released: the stream outlives the drain timeout
+        fake.hold_after_chunk = 2  # never released: the stream outlives the drain timeout
         async with aiohttp.ClientSession() as session:
             async with session.post(
                 proxy.url + CHAT, data=STREAM, headers={"Content-Type": "application/json"}
@@ -79,7 +79,7 @@ async def test_workers_drain_a_running_stream_and_the_supervisor_exits_zero(
     await proxy.start()
     await proxy.all_workers_ready()
     try:
-        fake.hold_after_chunk = 1
+        fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
         async with aiohttp.ClientSession() as session:
             async with session.post(
                 proxy.url + CHAT, data=STREAM, headers={"Content-Type": "application/json"}

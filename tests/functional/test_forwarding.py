@@ -103,7 +103,7 @@ async def test_request_id_generated_when_absent(fake: FakeUpstream, proxy_url: s
 
 async def test_stream_not_buffered_handshake(fake: FakeUpstream, proxy_url: str) -> None:
     """The client gets chunk 1 while the fake is still held before chunk 2."""
-    fake.hold_after_chunk = 1
+    fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
     received: list[str] = []
     async with sse_client.EventSource(
         proxy_url + "/openai" + CHAT,
@@ -126,7 +126,7 @@ async def test_stream_not_buffered_handshake(fake: FakeUpstream, proxy_url: str)
 async def test_client_disconnect_cancels_upstream(
     fake: FakeUpstream, proxy_url: str, logs: LogCapture
 ) -> None:
-    fake.hold_after_chunk = 1
+    fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
     async with aiohttp.ClientSession() as session:
         resp = await session.post(
             proxy_url + "/openai" + CHAT,
@@ -236,7 +236,7 @@ async def test_idle_timeout_mid_stream_closes_and_logs(
     fake: FakeUpstream, start_proxy: Any, logs: LogCapture
 ) -> None:
     url = await start_proxy(base_config(fake.url, timeouts={"idle_s": 0.3}))
-    fake.hold_after_chunk = 1  # never released: the upstream goes silent
+    fake.hold_after_chunk = 2  # never released: the upstream goes silent (after the first content)
     async with aiohttp.ClientSession() as session:
         async with session.post(
             url + "/openai" + CHAT,

@@ -137,10 +137,14 @@ async def test_two_proxy_processes_sharing_redis_pace_as_one(
 ) -> None:
     """30 requests split over two processes against 10 rpm: together they send no more than
     the limit allows, and the provider never answers 429. (One request first: a scope nobody
-    has heard from yet lets its first burst through rather than hold it, see pacing.py.)"""
+    has heard from yet lets its first burst through rather than hold it, see pacing.py.)
+
+    Two processes' requests may reach the provider in another order than they were reserved
+    in, and an answer then stands for one that has not arrived yet: ``target_utilisation`` is
+    the room for that. At 10 rpm the default 5 % is half a request, so this test leaves 20 %."""
     fake = await limited_fake(aiohttp_server, rpm=10)
     raw = base_config(fake.url, state={"backend": "redis", "url": redis_server.url})  # type: ignore[arg-type]
-    raw["pacing"] = {"max_queue_wait_s": 0}
+    raw["pacing"] = {"max_queue_wait_s": 0, "target_utilisation": 0.8}
     procs = [ProxyProcess(raw, tmp_path / f"p{i}", free_port()) for i in range(2)]
     try:
         await asyncio.gather(*(p.start() for p in procs))
@@ -153,7 +157,7 @@ async def test_two_proxy_processes_sharing_redis_pace_as_one(
             p.stop()
     statuses = [r[0] for r in results]
     assert 0 == fake.limiter.counts().limited
-    assert 10 >= statuses.count(200) >= 9  # the limit, not twice it
+    assert 10 >= statuses.count(200) >= 8  # the limit less the room, not twice it
     assert ["model"] * statuses.count(429) == [
         r[1]["x-proxy-ratelimited"] for r in results if r[0] == 429
     ]

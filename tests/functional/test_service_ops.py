@@ -110,7 +110,7 @@ async def hold_a_stream(
     url: str, fake: FakeUpstream, then: Callable[[], Any]
 ) -> tuple[bytes, BaseException | None]:
     """Open a stream the fake holds after its first chunk, run ``then``, read what is left."""
-    fake.hold_after_chunk = 1
+    fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
     async with aiohttp.ClientSession() as session:
         async with session.post(url + CHAT, data=STREAM_BODY, headers=JSON) as resp:
             assert (await resp.content.readline()).startswith(b"data:")

@@ -35,7 +35,7 @@ async def test_sighup_swaps_a_route_without_dropping_the_running_stream(
     proxy = ServiceProcess(base_config(fake.url, drain_timeout_s=20), tmp_path, free_port())
     await proxy.start()
     try:
-        fake.hold_after_chunk = 1
+        fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
         async with aiohttp.ClientSession() as session:
             async with session.post(proxy.url + CHAT, data=STREAM_BODY, headers=JSON) as resp:
                 assert (await resp.content.readline()).startswith(b"data:")

@@ -135,7 +135,7 @@ async def test_in_flight_gauge_sums_workers_and_forgets_dead_ones(
 ) -> None:
     proxy = two_workers
     try:
-        fake.hold_after_chunk = 1
+        fake.hold_after_chunk = 2  # role chunk + first content chunk: the proxy has relayed them
         async with aiohttp.ClientSession() as session:
             async with session.post(proxy.url + CHAT, data=STREAM_BODY, headers=JSON) as resp:
                 assert (await resp.content.readline()).startswith(b"data:")
