@@ -1,6 +1,6 @@
 """Before/after for one change: our proxy from several checkouts, side by side in one run.
 
-    python bench/ab.py --variant before=/work/main --variant after=/tmp/scratch [--rounds 3]
+    python bench/ab.py --variant before=. --variant after=../scratch-copy [--rounds 3]
     python bench/ab.py --variant asyncio=. --variant uvloop=.:uvloop
 
 Each variant is ``NAME=CHECKOUT`` (``:uvloop`` runs that checkout's unchanged proxy under a

@@ -1,6 +1,6 @@
 """Token counter throughput and event-loop stall: inline on the loop vs. in worker threads.
 
-Reproduce:  /work/venv/bin/python bench/bench_tokens.py [--requests 50] [--turns 150]
+Reproduce:  python bench/bench_tokens.py [--requests 50] [--turns 150]
 
 Prints: encoding cold-load time, tokens/second of ``count_request`` on one large realistic
 conversation (prose, code, tool calls, non-English text), and the worst lateness of a 1 ms
@@ -161,7 +161,7 @@ def main() -> None:
     print(f"throughput: {n / per / 1e6:.2f} M tokens/s, {size / per / 1e6:.1f} MB/s")
     asyncio.run(scenarios(body, args.requests))
     print(
-        "reproduce: /work/venv/bin/python bench/bench_tokens.py "
+        "reproduce: python bench/bench_tokens.py "
         f"--requests {args.requests} --turns {args.turns}"
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import configparser
 import fnmatch
+import re
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,21 @@ def test_operations_modules_type_check() -> None:
         timeout=300,
     )
     assert 0 == result.returncode, result.stdout
+
+
+def test_committed_files_name_no_path_of_the_machine_they_were_written_on() -> None:
+    """Docs and scripts say ``python bench/run.py``, never a developer's venv or checkout."""
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: nothing committed to read")
+    listed = subprocess.run(
+        [git, "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    home_like = re.compile(rb"(?<![\w.~-])/(?:wo" rb"rk|ro" rb"ot|ho" rb"me)/[\w.-]+")
+    found = []
+    for name in filter(None, listed):
+        path = ROOT / name.decode()
+        if not path.is_file() or path.suffix in {".tiktoken", ".png"}:
+            continue
+        found += [f"{name.decode()}: {m.decode()}" for m in home_like.findall(path.read_bytes())]
+    assert [] == found
