@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -409,13 +410,32 @@ METRICS = web.AppKey("metrics", Metrics)
 """The app's one Metrics, set by make_app; serve() reads it for a separate listen address."""
 
 
+SCRAPE_RETRIES_S = (0.01, 0.05, 0.2)
+"""Pauses before reading the metrics files again after a torn read."""
+TORN_READ = (OSError, ValueError, struct.error)
+"""Shared mode: a worker starting (its file created, not yet sized) or dying while this one
+reads the files; a moment later they read whole."""
+
+
 def metrics_handler(metrics: Metrics) -> Any:
     """``GET /metrics`` in the Prometheus text format."""
 
-    async def handle(request: web.Request) -> web.Response:
+    def exposed() -> web.Response:
         return web.Response(
             body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
         )
+
+    async def handle(request: web.Request) -> web.Response:
+        for retry_s in SCRAPE_RETRIES_S:
+            try:
+                return exposed()
+            except TORN_READ:
+                await asyncio.sleep(retry_s)
+        try:
+            return exposed()
+        except TORN_READ:
+            text = "metrics files are being rewritten by a worker starting or stopping\n"
+            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
 
     return handle
 
