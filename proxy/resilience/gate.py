@@ -146,6 +146,13 @@ class ScopeGate:
             if reservation is not None:
                 await self.pacer.settle(reservation, reservation.cost, claim.policy)
             return
+        if reservation is not None and self.pacer is not None and claim.policy is not None:
+            # the answer spoke for the whole upstream (an overload), not for the model's
+            # limits; the model scope was still answered, so a first request no longer holds
+            # the others (nor its own retry) as a probe, and what it reserved is used
+            assert scopes.model is not None
+            await self.pacer.observe(scopes.model, LimitSnapshot(now), reservation, claim.policy)
+            await self.pacer.settle(reservation, reservation.cost, claim.policy)
         if status in _OVERLOAD:
             wait = honest_wait(snapshot, now)
             await self.cooldowns.cool(scope.key, now + (fallback_wait_s if wait is None else wait))

@@ -69,7 +69,11 @@ async def test_retry_after_ms_wins_over_retry_after(
     assert "retry-after-ms" == (await logs.last())["attempts"][0]["hint"]
 
 
-async def test_overloaded_529_is_retried(fake: FakeUpstream, proxy_url: str) -> None:
+async def test_overloaded_529_is_retried(
+    fake: FakeUpstream, proxy_url: str, logs: LogCapture
+) -> None:
+    """The retry waits the overload's Retry-After only: the first attempt's 529 answered the
+    model's pacing scope too, so the retry is not held as if a first request were still out."""
     fake.enqueue(Fault(status=529, headers={"retry-after": "0.2"}))
     status, _, body = await post(
         proxy_url + "/anthropic/v1/messages",
@@ -78,6 +82,8 @@ async def test_overloaded_529_is_retried(fake: FakeUpstream, proxy_url: str) -> 
     assert 200 == status
     assert json.loads(body)["type"] == "message"
     assert 2 == len(fake.requests)
+    [line] = await logs.settled()
+    assert (None, [529, 200]) == (line["held_for"], [a["status"] for a in line["attempts"]])
 
 
 async def test_unparseable_hint_falls_back_to_backoff_and_is_logged(
@@ -186,7 +192,11 @@ async def test_concurrent_requests_wait_for_shared_cooldown(
     fake: FakeUpstream, proxy_url: str
 ) -> None:
     """50 requests while the limit is exhausted: the upstream sees none of them until it
-    refills (the 429 says 0 of 6,000 requests a minute left, and no request for 2 s)."""
+    refills (the 429 says 0 of 6,000 requests a minute left, and no request for 2 s).
+
+    They ask for 16 tokens each: without ``max_tokens`` each would reserve the default
+    output (4,096) from the fake's 150,000-token bucket, which its header-less 200s never
+    correct, and the last dozen would be paced by tokens, 1.6 s apart."""
     exhausted = {
         "Retry-After": "2",
         "x-ratelimit-limit-requests": "6000",
@@ -196,7 +206,8 @@ async def test_concurrent_requests_wait_for_shared_cooldown(
     status, _, _ = await post(proxy_url + "/openai" + CHAT, **{"x-proxy-max-wait": "0"})
     assert 429 == status
     cooled_at = fake.requests[0].t
-    results = await asyncio.gather(*(post(proxy_url + "/openai" + CHAT) for _ in range(50)))
+    small = json.dumps({**json.loads(BODY), "max_tokens": 16}).encode()
+    results = await asyncio.gather(*(post(proxy_url + "/openai" + CHAT, small) for _ in range(50)))
     assert [200] * 50 == [r[0] for r in results]
     later = fake.requests[1:]
     assert 50 == len(later)
