@@ -16,7 +16,6 @@ from .cache import KeyCache
 from .gate import Gate
 from .ledger import LedgerWriter
 from .limits import Limiter
-from .limits_redis import RedisCounters
 from .manage import KeyManager
 from .sqlite_store import SqliteStore
 from .store import Store
@@ -74,6 +73,8 @@ class AuthRuntime:
 
         shared = None
         if config.state.backend == "redis" and config.state.url:
+            from .limits_redis import RedisCounters  # redis-py only when Redis is configured
+
             lease = config.timeouts.total_s + _LEASE_MARGIN_S
             shared = RedisCounters(config.state.url, lease_s=lease)
         limiter = Limiter(

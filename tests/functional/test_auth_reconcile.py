@@ -119,6 +119,10 @@ def make_cases(count: int, seed: int) -> list[Case]:
 
 def config(fake_url: str, factory: StoreFactory) -> dict[str, Any]:
     raw = keys_config(fake_url, factory)
+    # The fake's scripted 429s say "60 rpm, none left" and its 200s carry no rate-limit
+    # headers to say otherwise: paced by that, the sample would take a minute. Pacing is
+    # tested on its own (test_pacing.py); here every attempt goes at once.
+    raw["pacing"] = {"enabled": False}
     retry = {"max_attempts": 2, "backoff_base_s": 0.001, "backoff_cap_s": 0.005}
     raw["routes"] = [
         {
