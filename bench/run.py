@@ -116,7 +116,7 @@ def environment(litellm: bool, root: Path) -> dict[str, str]:
         "aiohttp": aiohttp.__version__,
         "uvloop": uv,
         "wrk": out(["wrk", "-v"]),
-        "proxy tree": f"{root}: git {git}"
+        "proxy tree": f"{'this checkout' if root == ROOT else root.name}: git {git}"
         + (" + uncommitted changes in proxy/" if dirty not in ("", "n/a") else "")
         + f"; sha1 of proxy/**/*.py {digest.hexdigest()[:12]}",
     }
