@@ -245,6 +245,7 @@ class Corrections:
         self._priors = priors
         self._clock = clock
         self._cache: dict[str, tuple[float, Correction]] = {}
+        self._ceilings: dict[tuple[str, str], tuple[float, float]] = {}
 
     async def get(self, key: CorrectionKey) -> Correction:
         """The current correction for ``key`` (the prior alone until samples arrive)."""
@@ -270,11 +271,18 @@ class Corrections:
         """The largest low-bound ratio over every script class of this model: a body of N
         bytes has a low bound of at most N x this (a token covers >= 1 byte), so
         ``tokens.may_exceed(body, budget, safety_factor=ceiling)`` False means "fits, skip
-        counting"."""
+        counting". Kept for ``refresh_s`` like the corrections it is made of: every request
+        on a context route asks, and most are answered by it alone."""
+        memo = self._ceilings.get((upstream, model))
+        if memo is not None and self._clock() - memo[0] < self._refresh_s:
+            return memo[1]
         ratios = []
         for script in ScriptClass:
             low, _, _ = (await self.get(CorrectionKey(upstream, model, script))).log_interval()
             ratios.append(math.exp(low))
+        if len(self._ceilings) > 4096:
+            self._ceilings.clear()
+        self._ceilings[(upstream, model)] = (self._clock(), max(ratios))
         return max(ratios)
 
     async def learn(self, measured: Measured, billed: int) -> bool:
@@ -294,6 +302,7 @@ class Corrections:
         name = key.store_key()
         await self._store.add(name, value, self._keep)
         self._cache.pop(name, None)
+        self._ceilings.pop((key.upstream, key.model), None)
         return True
 
     def _remember(self, name: str, correction: Correction) -> Correction:

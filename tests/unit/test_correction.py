@@ -289,3 +289,25 @@ async def test_low_ratio_ceiling_covers_every_script_class() -> None:
     ceiling = await corrections.low_ratio_ceiling("up", UNKNOWN)
     assert (await corrections.bounds(key, 1000)).low <= 1000 * ceiling
     assert ceiling > 2.0
+
+
+async def test_the_ceiling_is_kept_for_refresh_s_and_renewed_by_a_local_sample() -> None:
+    """Every request on a context route asks for the ceiling: within ``refresh_s`` the store is
+    not read again, except that this process's own new sample takes effect at once."""
+    reads: list[str] = []
+
+    class CountingStore(MemorySampleStore):
+        async def recent(self, key: str) -> list[float]:
+            reads.append(key)
+            return list(await super().recent(key))
+
+    corrections = Corrections(CountingStore(), refresh_s=60)
+    first = await corrections.low_ratio_ceiling("up", UNKNOWN)
+    counted = len(reads)
+    assert counted == len(ScriptClass)
+    assert first == await corrections.low_ratio_ceiling("up", UNKNOWN)
+    assert counted == len(reads)  # memoised
+    key = CorrectionKey("up", UNKNOWN, ScriptClass.HANGUL)
+    for _ in range(30):
+        await corrections.observe(key, 1000, 2500)
+    assert await corrections.low_ratio_ceiling("up", UNKNOWN) > 2.0 > first
