@@ -1,5 +1,6 @@
-"""One Redis connection pool shared by the small stores that keep state beside the proxy's
-memory (Responses API conversations, learned token corrections), with one outage rule.
+"""A Redis connection pool with the one outage rule every Redis-backed store follows
+(cooldowns, pacing, and, sharing one link, Responses API conversations and learned token
+corrections).
 
 A store never raises on a Redis failure: the call is skipped, the store answers from local
 memory, the outage is reported once, and Redis is tried again after ``retry_after_s``, not on

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..redis_link import RedisLink
 
 __all__ = [
     "CooldownStore",
@@ -22,7 +24,6 @@ __all__ = [
     "make_store",
 ]
 
-T = TypeVar("T")
 Clock = Callable[[], float]
 OnError = Callable[[str, Exception], None]
 
@@ -121,41 +122,25 @@ class RedisCooldownStore:
         retry_after_s: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
-
-        self._failures: tuple[type[Exception], ...] = (TimeoutError, RedisError, OSError)
-        # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
-        # A small blocking pool: a burst of requests queues for a few connections instead of
-        # failing with MaxConnectionsError (the default pool's answer past 100 at once) or
-        # opening dozens at once (connects then miss the short timeout); either read as an
-        # outage and sent the burst to local memory.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        self._link = RedisLink(
             url,
-            max_connections=8,
-            timeout=2.0,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
+            on_loss=on_error,
+            on_recover=on_recover,
+            timeout_s=timeout_s,
+            retry_after_s=retry_after_s,
+            clock=clock,
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = self._link.redis
+        self._call = self._link.call
         self._cool_script = self._redis.register_script(_COOL_LUA)
         self._prefix = prefix
-        self._on_error = on_error
-        self._on_recover = on_recover
-        self._retry_after_s = retry_after_s
         self._clock = clock
         self._memory = MemoryCooldownStore(clock)
-        self._down = False
-        self._next_try = 0.0
 
     @property
     def degraded(self) -> bool:
         """True while Redis is considered down and only local memory is used."""
-        return self._down
+        return self._link.down
 
     async def until(self, key: str) -> float:
         local = self._memory.until_now(key)
@@ -180,37 +165,11 @@ class RedisCooldownStore:
 
     async def close(self) -> None:
         await self._memory.close()
-        try:
-            await self._redis.aclose()
-            await self._redis.connection_pool.disconnect()
-        except self._failures as exc:
-            self._report("close", exc)
+        await self._link.close()
 
     def snapshot(self) -> dict[str, float]:
         """This process's cooldowns (local memory): other processes' are only in Redis."""
         return self._memory.snapshot()
-
-    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | None:
-        """Run one Redis command, or skip it while Redis is down; never raises."""
-        if self._down and self._clock() < self._next_try:
-            return None
-        try:
-            result = await fn()
-        except self._failures as exc:
-            self._next_try = self._clock() + self._retry_after_s
-            if not self._down:
-                self._down = True
-                self._report(op, exc)
-            return None
-        if self._down:
-            self._down = False
-            if self._on_recover is not None:
-                self._on_recover()
-        return result
-
-    def _report(self, op: str, exc: Exception) -> None:
-        if self._on_error is not None:
-            self._on_error(op, exc)
 
 
 class StateEvents:

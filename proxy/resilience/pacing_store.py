@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from ..redis_link import OnLoss, OnRecover, RedisLink
 from .pacing import (
     PROBE_HOLD_S,
     PROBE_WAIT_S,
@@ -30,8 +30,6 @@ from .ratelimits import Bucket, Cost, Delay, LimitSnapshot, WaitReason
 __all__ = ["MemoryPacingStore", "PacingStore", "RedisPacingStore", "make_pacing_store"]
 
 T = TypeVar("T")
-OnLoss = Callable[[str, Exception], None]
-OnRecover = Callable[[], None]
 
 _BUCKETS = tuple(Bucket)
 
@@ -316,43 +314,27 @@ class RedisPacingStore:
         max_connections: int = 8,
         pool_wait_s: float = 2.0,
     ) -> None:
-        # redis-py is imported only when a Redis store is configured: it imports OpenTelemetry
-        # when that is installed, which the proxy must not load unless told to.
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
-
-        self._failures: tuple[type[Exception], ...] = (TimeoutError, RedisError, OSError)
-        # No client-side retries: a dead Redis must cost one short timeout, not a backoff loop.
-        # A small blocking pool: a burst of admissions queues for a few connections instead of
-        # failing with MaxConnectionsError (the default pool's answer past 100 at once) or
-        # opening dozens at once (connects then miss the short timeout).
-        pool = aioredis.BlockingConnectionPool.from_url(
+        self._link = RedisLink(
             url,
+            on_loss=on_loss,
+            on_recover=on_recover,
+            timeout_s=timeout_s,
+            retry_after_s=retry_after_s,
             max_connections=max_connections,
-            timeout=pool_wait_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
+            pool_wait_s=pool_wait_s,
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = self._link.redis
+        self._call = self._link.call
         self._admit = self._redis.register_script(_ADMIT_LUA)
         self._observe = self._redis.register_script(_OBSERVE_LUA)
         self._settle = self._redis.register_script(_SETTLE_LUA)
         self._prefix = prefix
-        self._on_loss = on_loss
-        self._on_recover = on_recover
-        self._retry_after_s = retry_after_s
         self.local = PacingModel()
-        self._down = False
-        self._next_try = -math.inf
 
     @property
     def degraded(self) -> bool:
         """True while Redis is considered down and pacing is local only."""
-        return self._down
+        return self._link.down
 
     def _keys(self, key: str) -> list[str]:
         base = f"{self._prefix}{key}"
@@ -435,36 +417,10 @@ class RedisPacingStore:
         return value if isinstance(value, bytes) and value else None
 
     async def close(self) -> None:
-        try:
-            await self._redis.aclose()
-            await self._redis.connection_pool.disconnect()
-        except self._failures as exc:
-            self._report("close", exc)
-
-    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | None:
-        """Run one Redis command, or skip it while Redis is down; never raises."""
-        if self._down and time.monotonic() < self._next_try:
-            return None
-        try:
-            result = await fn()
-        except self._failures as exc:
-            self._next_try = time.monotonic() + self._retry_after_s
-            if not self._down:
-                self._down = True
-                self._report(op, exc)
-            return None
-        if self._down:
-            self._down = False
-            if self._on_recover is not None:
-                self._on_recover()
-        return result
+        await self._link.close()
 
     def _script(self, script: Any, key: str, args: list[Any]) -> Callable[[], Awaitable[Any]]:
         return lambda: script(keys=self._keys(key), args=args)
-
-    def _report(self, op: str, exc: Exception) -> None:
-        if self._on_loss is not None:
-            self._on_loss(op, exc)
 
 
 def _cost_args(cost: Cost) -> list[str]:
