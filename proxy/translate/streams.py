@@ -8,11 +8,11 @@ from typing import Any
 
 from proxy.sse import SSEEvent, SSEParser
 
-from .errors import ErrorKind, UpstreamError
+from .errors import ErrorKind, UpstreamError, parse_error_object
 from .families import Provider
-from .wire import SSE_TYPE, response_headers
+from .wire import SSE_TYPE, as_object, loads_object, response_headers
 
-__all__ = ["CUT_SHORT", "EventStream", "ToolSlots"]
+__all__ = ["CUT_SHORT", "ChatChunkStream", "EventStream", "ToolSlots"]
 
 CUT_SHORT = "The upstream stream ended before it was complete."
 
@@ -77,6 +77,42 @@ class EventStream:
         raise NotImplementedError
 
     def _fail(self, error: UpstreamError, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+
+class ChatChunkStream(EventStream):
+    """An upstream of OpenAI chat completion chunks: ``[DONE]`` closes, an error object
+    fails, every other chunk goes to ``_start`` (first chunk), ``_on_usage`` and ``_choice``,
+    which each translation fills in for its client's family."""
+
+    def _event(self, event: SSEEvent, out: list[bytes]) -> None:
+        if event.data.strip() == "[DONE]":
+            self._close(out)
+            self._end()
+            return
+        chunk = loads_object(event.data)
+        if chunk is None:
+            return
+        if chunk.get("error") is not None:
+            error = parse_error_object(500, chunk)
+            self._fail(error or UpstreamError(ErrorKind.SERVER, 500, event.data[:300]), out)
+            self._end()
+            return
+        self._start(chunk, out)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._on_usage(usage)
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            self._choice(as_object(choices[0]), out)
+
+    def _start(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _on_usage(self, usage: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _choice(self, choice: Mapping[str, Any], out: list[bytes]) -> None:
         raise NotImplementedError
 
 

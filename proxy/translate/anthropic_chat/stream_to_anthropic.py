@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from proxy.sse import SSEEvent
-
-from ..errors import ErrorKind, UpstreamError, anthropic_error_object, parse_error_object
-from ..streams import EventStream, ToolSlots
-from ..wire import as_object, loads_object, sse
+from ..errors import UpstreamError, anthropic_error_object
+from ..streams import ChatChunkStream, ToolSlots
+from ..wire import as_object, sse
 from .common import anthropic_stop, anthropic_usage
 from .response import reasoning_text
 
@@ -24,7 +22,7 @@ __all__ = ["ChatToAnthropicStream"]
 _TEXT, _THINKING, _TOOL = "text", "thinking", "tool"
 
 
-class ChatToAnthropicStream(EventStream):
+class ChatToAnthropicStream(ChatChunkStream):
     def __init__(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
         super().__init__("anthropic", headers)
         self._started = False
@@ -37,25 +35,8 @@ class ChatToAnthropicStream(EventStream):
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
 
-    def _event(self, event: SSEEvent, out: list[bytes]) -> None:
-        if event.data.strip() == "[DONE]":
-            self._close(out)
-            self._end()
-            return
-        chunk = loads_object(event.data)
-        if chunk is None:
-            return
-        if chunk.get("error") is not None:
-            error = parse_error_object(500, chunk)
-            self._fail(error or UpstreamError(ErrorKind.SERVER, 500, event.data[:300]), out)
-            self._end()
-            return
-        self._start(chunk, out)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and choices:
-            self._choice(as_object(choices[0]), out)
+    def _on_usage(self, usage: dict[str, Any]) -> None:
+        self._usage = usage
 
     def _start(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
         if self._started:

@@ -15,11 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.sse import SSEEvent
-
-from ..errors import ErrorKind, UpstreamError, openai_error_object, parse_error_object
-from ..streams import EventStream, ToolSlots
-from ..wire import as_object, loads_object, sse
+from ..errors import ErrorKind, UpstreamError, openai_error_object
+from ..streams import ChatChunkStream, ToolSlots
+from ..wire import as_object, sse
 from .response import (
     ResponseContext,
     function_call_item,
@@ -43,7 +41,7 @@ class _Item:
     name: str = ""
 
 
-class ChatToResponsesStream(EventStream):
+class ChatToResponsesStream(ChatChunkStream):
     def __init__(
         self, ctx: ResponseContext, headers: Mapping[str, str] | Iterable[tuple[str, str]]
     ) -> None:
@@ -66,25 +64,8 @@ class ChatToResponsesStream(EventStream):
         out.append(sse({"type": name, **data, "sequence_number": self._seq}, name))
         self._seq += 1
 
-    def _event(self, event: SSEEvent, out: list[bytes]) -> None:
-        if event.data.strip() == "[DONE]":
-            self._close(out)
-            self._end()
-            return
-        chunk = loads_object(event.data)
-        if chunk is None:
-            return
-        if chunk.get("error") is not None:
-            error = parse_error_object(500, chunk)
-            self._fail(error or UpstreamError(ErrorKind.SERVER, 500, event.data[:300]), out)
-            self._end()
-            return
-        self._start(chunk, out)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and choices:
-            self._choice(as_object(choices[0]), out)
+    def _on_usage(self, usage: dict[str, Any]) -> None:
+        self._usage = usage
 
     def _start(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
         if self._started:
