@@ -6,17 +6,28 @@ or a JSON body, and reports the first content event (time to first token), the u
 the provider sent, the model, how the stream ended, why generation stopped (finish reasons),
 and the generated text so a caller can estimate completion tokens when no usage came. It
 never raises: bad input only means "no usage" (``source="none"``).
+
+Once the first content is known, events that can only carry text (no usage, finish reason or
+error: a cheap look at the raw data says which) are kept unparsed and parsed together, in one
+JSON array, when the text is asked for or an event read at once brings text of its own:
+per-event parsing was most of a stream's CPU, and when the provider reports usage the text
+is never needed at all.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from proxy.sse import SSEEvent, SSEParser
+
+try:  # optional (extra "orjson"): parsing deferred events in one array is cheaper with it
+    import orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    orjson = None  # type: ignore[assignment]
 
 __all__ = ["Usage", "UsageSource", "UsageTap"]
 
@@ -34,6 +45,9 @@ _ANTHROPIC_DELTA = {
     "thinking_delta": "thinking",
 }
 _CHAT_TEXT_KEYS = ("content", "refusal", "reasoning_content", "reasoning")
+_DEFERRED_MAX_CHARS = 256 << 10
+"""Unparsed event data kept before it is parsed anyway (bounds the memory it holds)."""
+_parse_array: Callable[[str], object] = orjson.loads if orjson is not None else json.loads
 
 
 @dataclass(slots=True)
@@ -150,6 +164,26 @@ def _loads(data: str | bytes) -> dict | None:
     except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def _loads_many(datas: list[str]) -> list[dict | None]:
+    """Each event's data as an object, parsed as one JSON array: the decoder's cost per call
+    is most of what a small event costs. One parse each when the joined text is not one
+    value per event (malformed data, or data that is several values)."""
+    if len(datas) > 1:
+        try:
+            values = _parse_array("[" + ",".join(datas) + "]")
+        except (ValueError, RecursionError):
+            values = None
+        if isinstance(values, list) and len(values) == len(datas):
+            return [v if isinstance(v, dict) else None for v in values]
+    return [_loads(d) for d in datas]
+
+
+def _only_text(data: str) -> bool:
+    """Cheap test on raw event data: no usage object, finish reason or error in it, so all
+    it can add is generated text."""
+    return not _may_have_usage(data) and not _has_finish_reason(data) and '"error"' not in data
 
 
 def _error_type(payload: object) -> str:
@@ -276,6 +310,8 @@ class UsageTap:
         self._body_len = 0
         self._text: list[str] = []
         self._text_room = max_text_chars
+        self._deferred: list[tuple[str, str]] = []  # (event name, data), in stream order
+        self._deferred_chars = 0
         self._content_seen = False
         self._counts = _Counts()
         self._result: Usage | None = None
@@ -294,6 +330,10 @@ class UsageTap:
 
     @property
     def completion_text(self) -> str:
+        try:
+            self._drain()
+        except Exception:  # the tap must never raise
+            self._deferred.clear()
         if len(self._text) > 1:
             self._text[:] = ["".join(self._text)]
         return self._text[0] if self._text else ""
@@ -353,15 +393,33 @@ class UsageTap:
 
     def _content(self, text: str | None = None) -> None:
         self._content_seen = True
+        if text and self._deferred:
+            self._drain()  # the text deferred so far comes first
         if text and self._text_room > 0:
             if len(text) > self._text_room:
                 text = text[: self._text_room]
             self._text.append(text)
             self._text_room -= len(text)
 
-    def _idle(self) -> bool:
-        """Content events can be skipped unparsed: TTFT is known and the text is full."""
-        return self._content_seen and self._text_room <= 0
+    def _defer(self, name: str, data: str) -> None:
+        """Keep a text-only event for later (dropped once the kept text is full)."""
+        if self._text_room <= 0:
+            return
+        self._deferred.append((name, data))
+        self._deferred_chars += len(data)
+        if self._deferred_chars > _DEFERRED_MAX_CHARS:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Parse the deferred events, in order, before anything else adds text."""
+        if not self._deferred:
+            return
+        deferred, self._deferred = self._deferred, []
+        self._deferred_chars = 0
+        read = self._anthropic_object if self._anthropic else self._openai_object
+        for (name, _), obj in zip(deferred, _loads_many([d for _, d in deferred]), strict=True):
+            if obj is not None:
+                read(name, obj)
 
     def _set_model(self, value: object) -> None:
         if self.model is None and isinstance(value, str) and value:
@@ -379,25 +437,23 @@ class UsageTap:
             if len(data) < 16 and data.strip() == "[DONE]":
                 self.saw_terminal = True
                 return
-            if (
-                self._idle()
-                and self.model is not None
-                and not _may_have_usage(data)
-                and not _has_finish_reason(data)
-                and '"error"' not in data
-            ):
+            if self._content_seen and self.model is not None and _only_text(data):
+                self._defer(name, data)
                 return
         elif name == "error":
             self._set_error(_loads(data))
             return
         elif name.endswith(".delta"):
-            if self._idle():
+            if self._content_seen:
+                self._defer(name, data)
                 return
         elif name not in _RESPONSES_READ:
             return
         obj = _loads(data)
-        if obj is None:
-            return
+        if obj is not None:
+            self._openai_object(name, obj)
+
+    def _openai_object(self, _name: str, obj: dict) -> None:
         kind = obj.get("type")
         if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
             self._responses_event(kind, obj)
@@ -471,7 +527,8 @@ class UsageTap:
             self.saw_terminal = True
             return
         if name == "content_block_delta":
-            if self._idle():
+            if self._content_seen:
+                self._defer(name, ev.data)
                 return
         elif name not in ("message_start", "message_delta", "error", "message"):
             return  # ping, content_block_start/stop: nothing to read
@@ -480,6 +537,9 @@ class UsageTap:
             if name == "error":
                 self._set_error(None)
             return
+        self._anthropic_object(name, obj)
+
+    def _anthropic_object(self, name: str, obj: dict) -> None:
         kind = obj.get("type") if name == "message" else name
         if kind == "content_block_delta":
             delta = obj.get("delta")

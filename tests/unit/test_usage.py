@@ -493,3 +493,66 @@ def test_malformed_events_never_raise(events: list[bytes], provider: str) -> Non
         tap.feed(event)
     usage = tap.finish()
     assert usage.prompt_tokens is None or usage.prompt_tokens >= 0
+
+
+# -- text-only events are parsed late, together ----------------------------------------------
+
+
+def long_chat_stream(words: list[str], last: dict, *, usage: bool) -> bytes:
+    events = [sse_event(chat_chunk({"role": "assistant", "content": ""}))]
+    events += [sse_event(chat_chunk({"content": w})) for w in words]
+    events.append(sse_event(chat_chunk(last, finish="stop")))
+    if usage:
+        events.append(sse_event(chat_chunk(None, usage=OPENAI_USAGE)))
+    return b"".join([*events, b"data: [DONE]\n\n"])
+
+
+def test_text_after_the_first_content_keeps_its_order_with_a_telling_last_event() -> None:
+    """The finish chunk carries text too: the deferred words come before it."""
+    words = [f"w{i} " for i in range(300)]
+    stream = long_chat_stream(words, {"content": "END"}, usage=False)
+    usage, hits, text, _, terminal, _ = run("openai", stream, list(range(0, len(stream), 97)))
+    assert ("".join(words) + "END", 1, True) == (text, len(hits), terminal)
+    assert usage.completion_tokens is None
+
+
+def test_a_malformed_text_event_costs_only_its_own_text() -> None:
+    good = [sse_event(chat_chunk({"content": w})) for w in ("a", "b", "c")]
+    stream = b"".join(
+        [sse_event(chat_chunk({"content": "first "})), good[0], b"data: {not json\n\n", *good[1:]]
+    )
+    _, _, text, _, _, _ = run("openai", stream, [])
+    assert "first abc" == text
+
+
+def test_text_only_events_are_never_parsed_when_usage_came_and_no_one_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import proxy.usage as usage_mod
+
+    parsed: list[int] = []
+    real = usage_mod._loads_many
+    monkeypatch.setattr(
+        usage_mod, "_loads_many", lambda datas: parsed.append(len(datas)) or real(datas)
+    )
+    words = [f"w{i} " for i in range(50)]
+    tap = UsageTap("openai", streaming=True)
+    tap.feed(long_chat_stream(words, {}, usage=True))
+    usage = tap.finish()
+    assert (usage.completion_tokens, tap.finish_reasons) == (9, ("stop",))
+    assert [] == parsed  # the finish chunk brought no text: nothing had to be read
+    assert "".join(words) == tap.completion_text
+    assert [49] == parsed  # read when asked for, in one array
+
+
+def test_deferred_text_is_bounded_and_still_whole() -> None:
+    words = [f"{i:05d}" + "x" * 95 for i in range(4000)]  # ~1 MB of event data
+    stream = long_chat_stream(words, {}, usage=False)
+    _, _, text, _, _, _ = run("openai", stream, list(range(0, len(stream), 4096)))
+    assert "".join(words) == text
+
+
+def test_anthropic_text_after_the_first_delta_is_read_late_in_order() -> None:
+    events = anthropic_events("\n")
+    _, _, text, _, _, _ = run("anthropic", b"".join(events), [])
+    assert TEXT[0] + TEXT[1] + '{"city": "Zürich"}' == text
