@@ -59,9 +59,26 @@ class SqliteStore:
         self._db = db
         async with self._errors():
             await db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await self._use_wal(db)
             await db.execute("PRAGMA synchronous = NORMAL")
             await self._migrate(db)
+
+    async def _use_wal(self, db: aiosqlite.Connection) -> None:
+        """Switch the file to WAL (it stays so). The switch needs the file to itself and
+        SQLite answers "database is locked" at once rather than waiting out busy_timeout, so
+        processes opening a new store together (workers starting, the CLI beside them) take
+        turns here, within the same timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_ms / 1000
+        while True:
+            try:
+                async with db.execute("PRAGMA journal_mode = WAL") as cur:
+                    await cur.fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         db, self._db = self._db, None

@@ -81,6 +81,23 @@ async def test_first_open_creates_and_migrates_once_even_when_opened_concurrentl
     assert expected == await schema_versions(store_factory)
 
 
+async def test_many_processes_opening_a_new_sqlite_store_at_once_all_succeed(
+    tmp_path: Path,
+) -> None:
+    """Workers starting together each open the store; switching a new file to WAL needs it
+    to itself, and SQLite refuses at once instead of waiting out busy_timeout (1 open in 36
+    failed before the opens took turns)."""
+    from proxy.auth.sqlite_store import SqliteStore
+
+    for attempt in range(20):
+        stores = [SqliteStore(tmp_path / str(attempt) / "llm-proxy.db") for _ in range(6)]
+        try:
+            assert [None] * 6 == await asyncio.gather(*(s.open() for s in stores))
+        finally:
+            for store in stores:
+                await store.close()
+
+
 async def test_sqlite_file_and_its_folder_are_created_on_first_open(tmp_path: Path) -> None:
     from proxy.auth.sqlite_store import SqliteStore
 
