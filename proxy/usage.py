@@ -16,18 +16,22 @@ is never needed at all.
 
 from __future__ import annotations
 
-import json
-import zlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from proxy.sse import SSEEvent, SSEParser
 
-try:  # optional (extra "orjson"): parsing deferred events in one array is cheaper with it
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None  # type: ignore[assignment]
+from .usage_wire import (
+    CHAT_TEXT_KEYS,
+    body_texts,
+    error_type,
+    loads_many,
+    loads_object,
+    make_inflater,
+    only_text,
+    responses_finish,
+    strings_of,
+)
 
 __all__ = ["Usage", "UsageSource", "UsageTap"]
 
@@ -36,7 +40,6 @@ UsageSource = Literal["upstream", "estimate", "none"]
 DEFAULT_TEXT_CAP = 1 << 20
 """Characters of generated text kept for estimation (~250k tokens)."""
 
-_INFLATE_STEP = 64 << 10  # decompress in bounded pieces: a zip bomb costs CPU, never memory
 _RESPONSES_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _RESPONSES_READ = _RESPONSES_END | {"response.created", "response.in_progress"}
 _ANTHROPIC_DELTA = {
@@ -44,10 +47,8 @@ _ANTHROPIC_DELTA = {
     "input_json_delta": "partial_json",
     "thinking_delta": "thinking",
 }
-_CHAT_TEXT_KEYS = ("content", "refusal", "reasoning_content", "reasoning")
 _DEFERRED_MAX_CHARS = 256 << 10
 """Unparsed event data kept before it is parsed anyway (bounds the memory it holds)."""
-_parse_array: Callable[[str], object] = orjson.loads if orjson is not None else json.loads
 
 
 @dataclass(slots=True)
@@ -158,129 +159,6 @@ def _anthropic_counts(usage: dict) -> _Counts:
     )
 
 
-def _loads(data: str | bytes) -> dict | None:
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _loads_many(datas: list[str]) -> list[dict | None]:
-    """Each event's data as an object, parsed as one JSON array: the decoder's cost per call
-    is most of what a small event costs. One parse each when the joined text is not one
-    value per event (malformed data, or data that is several values)."""
-    if len(datas) > 1:
-        try:
-            values = _parse_array("[" + ",".join(datas) + "]")
-        except (ValueError, RecursionError):
-            values = None
-        if isinstance(values, list) and len(values) == len(datas):
-            return [v if isinstance(v, dict) else None for v in values]
-    return [_loads(d) for d in datas]
-
-
-def _only_text(data: str) -> bool:
-    """Cheap test on raw event data: no usage object, finish reason or error in it, so all
-    it can add is generated text."""
-    return not _may_have_usage(data) and not _has_finish_reason(data) and '"error"' not in data
-
-
-def _error_type(payload: object) -> str:
-    """``overloaded_error`` from Anthropic's envelope, ``server_error`` from OpenAI's, ..."""
-    if isinstance(payload, dict):
-        inner = payload.get("error")
-        if isinstance(inner, dict):
-            payload = inner
-        elif isinstance(inner, str) and inner:
-            return inner
-        for key in ("type", "code"):
-            value = payload.get(key)
-            if isinstance(value, str) and value and value != "error":
-                return value
-    return "error"
-
-
-def _has_finish_reason(data: str) -> bool:
-    """Cheap test: a ``"finish_reason"`` key whose value is a string (not ``null``)."""
-    i = data.find('"finish_reason"')
-    while i >= 0:
-        j = i + 15
-        while j < len(data) and data[j] in " \t\r\n:":
-            j += 1
-        if j < len(data) and data[j] == '"':
-            return True
-        i = data.find('"finish_reason"', j)
-    return False
-
-
-def _responses_finish(response: dict) -> str | None:
-    """A Responses API status as a finish reason, in Chat Completions' words."""
-    status = response.get("status")
-    if status == "completed":
-        return "stop"
-    if status == "incomplete":
-        details = response.get("incomplete_details")
-        reason = details.get("reason") if isinstance(details, dict) else None
-        return reason if isinstance(reason, str) and reason else "length"
-    if status in ("failed", "cancelled"):
-        return "error"
-    return None
-
-
-def _may_have_usage(data: str) -> bool:
-    """Cheap test: a ``"usage"`` key whose value is an object (not ``null``)."""
-    i = data.find('"usage"')
-    while i >= 0:
-        j = i + 7
-        while j < len(data) and data[j] in " \t\r\n:":
-            j += 1
-        if j < len(data) and data[j] == "{":
-            return True
-        i = data.find('"usage"', j)
-    return False
-
-
-class _Inflater:
-    """Incremental gzip/deflate decoder for the tap's copy of a compressed body."""
-
-    def __init__(self, raw_fallback: bool) -> None:
-        self._d = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
-        # "deflate" is sometimes sent raw (no zlib header): keep the first bytes until the
-        # header check has passed, so they can be replayed into a raw decoder.
-        self._probe: bytes | None = b"" if raw_fallback else None
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        if self._probe is None:
-            out = self._d.decompress(data, _INFLATE_STEP)
-        else:
-            self._probe += data
-            try:
-                out = self._d.decompress(data, _INFLATE_STEP)
-            except zlib.error:
-                self._d = zlib.decompressobj(-zlib.MAX_WBITS)
-                out, self._probe = self._d.decompress(self._probe, _INFLATE_STEP), None
-            if self._probe is not None and (out or len(self._probe) > 16):
-                self._probe = None  # the header was valid: no fallback needed any more
-        yield out
-        while self._d.unconsumed_tail:
-            yield self._d.decompress(self._d.unconsumed_tail, _INFLATE_STEP)
-
-    def flush(self) -> bytes:
-        return self._d.flush()
-
-
-def _make_inflater(content_encoding: str | None) -> tuple[_Inflater | None, bool]:
-    """(inflater or None, readable). Brotli/zstd/stacked codings are not readable here."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    if not codings:
-        return None, True
-    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
-        return _Inflater(raw_fallback=codings[0] == "deflate"), True
-    return None, False
-
-
 class UsageTap:
     """Observes one upstream response. ``feed`` every chunk, then ``finish`` once.
 
@@ -302,7 +180,7 @@ class UsageTap:
     ) -> None:
         self._anthropic = provider == "anthropic"
         self._streaming = streaming
-        self._inflater, readable = _make_inflater(content_encoding)
+        self._inflater, readable = make_inflater(content_encoding)
         self._dead = not readable  # stop looking: unreadable coding, overflow, internal bug
         self._parser = SSEParser(max_event_chars=max_json_bytes) if streaming else None
         self._max_json = max_json_bytes
@@ -417,7 +295,7 @@ class UsageTap:
         deferred, self._deferred = self._deferred, []
         self._deferred_chars = 0
         read = self._anthropic_object if self._anthropic else self._openai_object
-        for (name, _), obj in zip(deferred, _loads_many([d for _, d in deferred]), strict=True):
+        for (name, _), obj in zip(deferred, loads_many([d for _, d in deferred]), strict=True):
             if obj is not None:
                 read(name, obj)
 
@@ -427,7 +305,7 @@ class UsageTap:
 
     def _set_error(self, payload: object) -> None:
         if self.error_event is None:
-            self.error_event = _error_type(payload)
+            self.error_event = error_type(payload)
 
     # -- OpenAI ----------------------------------------------------------------------------
 
@@ -437,11 +315,11 @@ class UsageTap:
             if len(data) < 16 and data.strip() == "[DONE]":
                 self.saw_terminal = True
                 return
-            if self._content_seen and self.model is not None and _only_text(data):
+            if self._content_seen and self.model is not None and only_text(data):
                 self._defer(name, data)
                 return
         elif name == "error":
-            self._set_error(_loads(data))
+            self._set_error(loads_object(data))
             return
         elif name.endswith(".delta"):
             if self._content_seen:
@@ -449,7 +327,7 @@ class UsageTap:
                 return
         elif name not in _RESPONSES_READ:
             return
-        obj = _loads(data)
+        obj = loads_object(data)
         if obj is not None:
             self._openai_object(name, obj)
 
@@ -482,7 +360,7 @@ class UsageTap:
 
     def _chat_delta(self, delta: dict) -> None:
         """Content = non-empty text, refusal, reasoning or tool call; a role-only delta is not."""
-        for key in _CHAT_TEXT_KEYS:
+        for key in CHAT_TEXT_KEYS:
             value = delta.get(key)
             if isinstance(value, str) and value:
                 self._content(value)
@@ -493,7 +371,7 @@ class UsageTap:
         if calls or functions[-1]:
             self._content()
         for fn in functions:
-            for text in _strings(fn, ("name", "arguments")) if isinstance(fn, dict) else ():
+            for text in strings_of(fn, ("name", "arguments")) if isinstance(fn, dict) else ():
                 self._content(text)
 
     def _responses_event(self, kind: str, obj: dict) -> None:
@@ -517,7 +395,7 @@ class UsageTap:
         if kind in _RESPONSES_END:
             self.saw_terminal = True
             if isinstance(response, dict):
-                self._set_finish(0, _responses_finish(response))
+                self._set_finish(0, responses_finish(response))
 
     # -- Anthropic -------------------------------------------------------------------------
 
@@ -532,7 +410,7 @@ class UsageTap:
                 return
         elif name not in ("message_start", "message_delta", "error", "message"):
             return  # ping, content_block_start/stop: nothing to read
-        obj = _loads(ev.data)
+        obj = loads_object(ev.data)
         if obj is None:
             if name == "error":
                 self._set_error(None)
@@ -565,7 +443,7 @@ class UsageTap:
     # -- non-streaming JSON ----------------------------------------------------------------
 
     def _read_body(self, body: bytes) -> None:
-        obj = _loads(body)
+        obj = loads_object(body)
         if obj is None:
             return
         self._set_model(obj.get("model"))
@@ -573,7 +451,7 @@ class UsageTap:
         if isinstance(usage, dict):
             counts = _anthropic_counts(usage) if self._anthropic else _openai_counts(usage)
             self._counts.merge(counts)
-        for text in _body_texts(obj):
+        for text in body_texts(obj):
             self._content(text)
         self._body_finish(obj)
 
@@ -586,38 +464,4 @@ class UsageTap:
         if self._anthropic:
             self._set_finish(0, obj.get("stop_reason"))
         elif obj.get("object") == "response":
-            self._set_finish(0, _responses_finish(obj))
-
-
-def _body_texts(obj: dict) -> Iterator[str]:
-    """Generated text of a complete response: Chat Completions, Responses or Messages."""
-    for choice in obj.get("choices") or ():
-        if isinstance(choice, dict):
-            message = choice.get("message")
-            if isinstance(message, dict):
-                yield from _strings(message, _CHAT_TEXT_KEYS)
-                for call in message.get("tool_calls") or ():
-                    if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                        yield from _strings(call["function"], ("name", "arguments"))
-            yield from _strings(choice, ("text",))
-    for item in obj.get("output") or ():  # Responses API
-        if isinstance(item, dict):
-            yield from _strings(item, ("name", "arguments"))
-            for key in ("content", "summary"):  # message parts, reasoning summary
-                parts = item.get(key)
-                for part in parts if isinstance(parts, list) else ():
-                    if isinstance(part, dict):
-                        yield from _strings(part, ("text", "refusal"))
-    content = obj.get("content")
-    for block in content if isinstance(content, list) else ():  # Anthropic Messages
-        if isinstance(block, dict):
-            yield from _strings(block, ("text", "thinking"))
-            if block.get("type") == "tool_use" and "input" in block:
-                yield json.dumps(block["input"], ensure_ascii=False)
-
-
-def _strings(obj: dict, keys: tuple[str, ...]) -> Iterator[str]:
-    for key in keys:
-        value = obj.get(key)
-        if isinstance(value, str) and value:
-            yield value
+            self._set_finish(0, responses_finish(obj))

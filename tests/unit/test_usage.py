@@ -531,9 +531,9 @@ def test_text_only_events_are_never_parsed_when_usage_came_and_no_one_asks(
     import proxy.usage as usage_mod
 
     parsed: list[int] = []
-    real = usage_mod._loads_many
+    real = usage_mod.loads_many
     monkeypatch.setattr(
-        usage_mod, "_loads_many", lambda datas: parsed.append(len(datas)) or real(datas)
+        usage_mod, "loads_many", lambda datas: parsed.append(len(datas)) or real(datas)
     )
     words = [f"w{i} " for i in range(50)]
     tap = UsageTap("openai", streaming=True)
