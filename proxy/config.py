@@ -2,108 +2,41 @@
 
 Every error names the key path (``routes[1].upstreams[0].base_url: ...``) so an operator can fix
 the file without reading code. This module and config_parse.py (the file, ``${VAR}``, the
-generic building) are the only ones that read files or the environment.
+generic building) are the only ones that read files or the environment. The process-level
+sections live in config_serving.py and the ``otel`` section in config_otel.py; every section
+is importable from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import grp
-import ipaddress
 import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from .config_parse import ConfigError, FileMode, build, expand_env, read_yaml
+from .config_otel import Otel, otel_from_env
+from .config_parse import (
+    ConfigError,
+    build,
+    expand_env,
+    non_negative,
+    positive,
+    read_yaml,
+)
+from .config_serving import (
+    Limits,
+    Listen,
+    Logging,
+    Metrics,
+    State,
+    Timeouts,
+)
 
 Provider = Literal["openai", "anthropic"]
-
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    allow_remote: bool = False
-    """A host other than a loopback address needs this: anyone who reaches the port uses the
-    proxy, and with it every upstream ``api_key`` in this file."""
-    unix: str | None = None
-    """Also listen on this Unix socket path (a sidecar's apps reach it with no TCP port)."""
-    unix_mode: FileMode | None = None
-    """The socket file's permission bits (e.g. ``"0660"``); None: what the umask leaves."""
-    unix_group: str | int | None = None
-    """The socket file's group (name or gid), so the app's user can connect with ``0660``."""
-    backlog: int = 1024
-    """Accept queue length per listening socket; the kernel caps it at net.core.somaxconn."""
-    max_connections: int | None = None
-    """Open client connections per process; more are closed at once. None: half the file
-    descriptor limit (each proxied request also holds an upstream connection)."""
-    header_timeout_s: float = 10.0
-    """A request's line and headers must arrive within this, from their first byte."""
-    body_timeout_s: float = 60.0
-    """A request's body must arrive within this, from the end of its headers."""
-    idle_timeout_s: float = 75.0
-    """A connection with no request running is closed after this (keep-alive)."""
-    max_header_bytes: int = 8190
-    """Longest request line, and longest header line; longer gets a 400."""
-    max_headers: int = 128
-
-    def __post_init__(self) -> None:
-        _port("port", self.port)
-        if not (self.allow_remote or is_loopback(self.host)):
-            where = "listens on every interface" if self.host in _ANY else "is not loopback"
-            raise ConfigError(
-                f"host: {self.host!r} {where}: other machines could use the proxy, and with it "
-                "any upstream api_key it holds; set listen.allow_remote: true (or pass "
-                "--allow-remote) if that is intended"
-            )
-        if self.unix is not None and not 0 < len(os.fsencode(self.unix)) <= _UNIX_PATH_MAX:
-            raise ConfigError(
-                f"unix: a socket path must be 1..{_UNIX_PATH_MAX} bytes, got {self.unix!r}"
-            )
-        if self.unix_mode is not None and not 0 <= self.unix_mode <= 0o777:
-            raise ConfigError(
-                f"unix_mode: must be 0..0777, got {self.unix_mode!r} (write it in octal, quoted: "
-                "'0660')"
-            )
-        if self.unix_group is not None:
-            object.__setattr__(self, "unix_group", _group_id(self.unix_group))
-        _positive("backlog", self.backlog)
-        if self.max_connections is not None:
-            _positive("max_connections", self.max_connections)
-        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
-            _positive(name, getattr(self, name))
-        _positive("max_header_bytes", self.max_header_bytes)
-        _positive("max_headers", self.max_headers)
-
-
-_ANY = ("", "0.0.0.0", "::")
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address literal; a name is not resolved (no network here)."""
-    if host.rstrip(".").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _group_id(group: str | int) -> int:
-    if isinstance(group, int) or group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"unix_group: no such group: {group!r}") from None
-
-
-_UNIX_PATH_MAX = 107
-"""sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +74,9 @@ class Retry:
     still be running (and billed) upstream."""
 
     def __post_init__(self) -> None:
-        _positive("max_attempts", self.max_attempts)
+        positive("max_attempts", self.max_attempts)
         for name in ("max_wait_s", "backoff_base_s", "backoff_cap_s"):
-            _non_negative(name, getattr(self, name))
+            non_negative(name, getattr(self, name))
         bad = [s for s in self.retry_on if not 100 <= s <= 599]
         if bad:
             raise ConfigError(f"retry_on: HTTP statuses are 100..599, got {bad[0]!r}")
@@ -162,10 +95,10 @@ class Streaming:
     """Treat a 200 JSON answer that carries an error instead of a completion like a 5xx."""
 
     def __post_init__(self) -> None:
-        _non_negative("max_hold_s", self.max_hold_s)
-        _positive("max_hold_bytes", self.max_hold_bytes)
+        non_negative("max_hold_s", self.max_hold_s)
+        positive("max_hold_bytes", self.max_hold_bytes)
         if self.first_content_s is not None:
-            _positive("first_content_s", self.first_content_s)
+            positive("first_content_s", self.first_content_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +121,8 @@ class Pacing:
             raise ConfigError(
                 f"target_utilisation: must be in (0, 1], got {self.target_utilisation!r}"
             )
-        _non_negative("max_queue_wait_s", self.max_queue_wait_s)
-        _positive("window_s", self.window_s)
+        non_negative("max_queue_wait_s", self.max_queue_wait_s)
+        positive("window_s", self.window_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +147,10 @@ class Context:
             raise ConfigError("trim_target_share: must be > 0 and <= 1")
         if not 0.0 < self.output_reserve_share < 1.0:
             raise ConfigError("output_reserve_share: must be > 0 and < 1")
-        _non_negative("reserve_output_tokens", self.reserve_output_tokens)
-        _non_negative("safety_margin", self.safety_margin)
+        non_negative("reserve_output_tokens", self.reserve_output_tokens)
+        non_negative("safety_margin", self.safety_margin)
         if self.max_input_tokens is not None:
-            _positive("max_input_tokens", self.max_input_tokens)
+            positive("max_input_tokens", self.max_input_tokens)
         if self.safety_factor < 1.0:
             raise ConfigError("safety_factor: must be >= 1.0")
 
@@ -247,148 +180,6 @@ class Route:
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
             raise ConfigError("upstreams: names must be unique within a route")
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect_s: float = 10.0
-    first_byte_s: float = 600.0
-    """Up to the response head: a long non-streaming generation sends nothing before it ends
-    (the official SDKs wait 600 s by default)."""
-    idle_s: float = 120.0
-    total_s: float = 900.0
-
-    def __post_init__(self) -> None:
-        for name in ("connect_s", "first_byte_s", "idle_s", "total_s"):
-            _positive(name, getattr(self, name))
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_body_bytes: int = 32 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        _positive("max_body_bytes", self.max_body_bytes)
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    backend: Literal["memory", "redis"] = "memory"
-    url: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend == "redis" and not self.url:
-            raise ConfigError("url: required when backend is redis")
-        if self.url is not None:
-            parts = urlsplit(self.url)
-            if parts.scheme not in _REDIS_SCHEMES or not (parts.hostname or parts.path):
-                raise ConfigError(
-                    f"url: not a Redis URL (redis://host:port/db, rediss://, unix://path): "
-                    f"{redact_url(self.url)!r}"
-                )
-
-    @property
-    def display_url(self) -> str | None:
-        """The URL for messages: any password replaced by ``***``."""
-        return None if self.url is None else redact_url(self.url)
-
-
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo part masked (``redis://:***@host/0``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url if parts.netloc or "@" not in url else "***@" + url.rpartition("@")[2]
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
-
-
-@dataclass(frozen=True, slots=True)
-class Logging:
-    format: Literal["auto", "json", "console"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-@dataclass(frozen=True, slots=True)
-class Metrics:
-    enabled: bool = True
-    host: str | None = None
-    """When set with port, /metrics is served on its own listen address instead of the proxy's."""
-    port: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.port is not None:
-            _port("port", self.port)
-
-
-@dataclass(frozen=True, slots=True)
-class Otel:
-    """OpenTelemetry export (traces and GenAI metrics over OTLP/HTTP). Off unless an endpoint
-    is set here or by ``OTEL_EXPORTER_OTLP_*``; keys set here win over the environment."""
-
-    endpoint: str | None = None
-    """The collector's base URL; ``/v1/traces`` and ``/v1/metrics`` are appended."""
-    traces_endpoint: str | None = None
-    """Full URL for spans, instead of ``endpoint`` + ``/v1/traces``."""
-    metrics_endpoint: str | None = None
-    protocol: Literal["http/protobuf"] = "http/protobuf"
-    service_name: str = "llm-proxy"
-    sample_ratio: float = 1.0
-    """Share of new traces recorded; a client's sampled ``traceparent`` is always followed."""
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    """Sent with every export (e.g. a collector's API key)."""
-    compression: Literal["none", "gzip"] = "none"
-    resource_attributes: dict[str, str] = field(default_factory=dict)
-    capture_content: bool = False
-    """Record prompts and completions on spans. Off: message content never leaves the proxy."""
-    inject_context: bool = False
-    """Send the proxy's span upstream as ``traceparent``; off: the client's headers go as sent."""
-    metrics: bool = True
-    """Also export the GenAI client metrics."""
-    max_queue_size: int = 2048
-    """Spans waiting for export; beyond it new spans are dropped (and counted)."""
-    max_export_batch_size: int = 512
-    schedule_delay_s: float = 1.0
-    export_timeout_s: float = 10.0
-    metrics_interval_s: float = 60.0
-    disabled: bool = False
-    """``OTEL_SDK_DISABLED=true``: off even with an endpoint."""
-
-    def __post_init__(self) -> None:
-        for name in ("endpoint", "traces_endpoint", "metrics_endpoint"):
-            url = getattr(self, name)
-            if url is not None and urlsplit(url).scheme not in ("http", "https"):
-                raise ConfigError(f"{name}: not an http(s) URL: {url!r}")
-        if not 0.0 <= self.sample_ratio <= 1.0:
-            raise ConfigError(f"sample_ratio: must be 0..1, got {self.sample_ratio!r}")
-        for name in ("max_queue_size", "max_export_batch_size", "schedule_delay_s"):
-            _positive(name, getattr(self, name))
-        for name in ("export_timeout_s", "metrics_interval_s"):
-            _positive(name, getattr(self, name))
-        if self.max_export_batch_size > self.max_queue_size:
-            raise ConfigError("max_export_batch_size: must not exceed max_queue_size")
-
-    @property
-    def enabled(self) -> bool:
-        return not self.disabled and (self.endpoint or self.traces_endpoint) is not None
-
-    @property
-    def traces_url(self) -> str:
-        return self.traces_endpoint or _signal_url(self.endpoint, "traces")
-
-    @property
-    def metrics_url(self) -> str:
-        return self.metrics_endpoint or _signal_url(self.endpoint or self.traces_url, "metrics")
-
-
-def _signal_url(base: str | None, signal: str) -> str:
-    assert base is not None
-    if base.rstrip("/").endswith("/v1/traces"):  # only a traces URL was given
-        return base.rstrip("/")[: -len("traces")] + signal
-    return f"{base.rstrip('/')}/v1/{signal}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,9 +216,9 @@ class ModelEntry:
 
     def __post_init__(self) -> None:
         if self.window is not None:
-            _positive("window", self.window)
+            positive("window", self.window)
         if self.max_input_tokens is not None:
-            _positive("max_input_tokens", self.max_input_tokens)
+            positive("max_input_tokens", self.max_input_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,8 +232,8 @@ class Auth:
     """Output reserved against tpm and budget when a request sets no max_tokens."""
 
     def __post_init__(self) -> None:
-        _positive("cache_ttl_s", self.cache_ttl_s)
-        _positive("default_max_output_tokens", self.default_max_output_tokens)
+        positive("cache_ttl_s", self.cache_ttl_s)
+        positive("default_max_output_tokens", self.default_max_output_tokens)
 
 
 ADMIN_TOKEN_ENV = "LLM_PROXY_ADMIN_TOKEN"
@@ -494,8 +285,8 @@ class Config:
         prefixes = [r.prefix for r in self.routes]
         if len(set(prefixes)) != len(prefixes):
             raise ConfigError("routes: prefixes must be unique")
-        _positive("workers", self.workers)
-        _non_negative("drain_timeout_s", self.drain_timeout_s)
+        positive("workers", self.workers)
+        non_negative("drain_timeout_s", self.drain_timeout_s)
         if self.admin_token is not None and len(self.admin_token) < ADMIN_TOKEN_MIN_CHARS:
             raise ConfigError(f"admin_token: must be at least {ADMIN_TOKEN_MIN_CHARS} characters")
 
@@ -503,21 +294,6 @@ class Config:
         """Whether ``route`` sends the proxy's span upstream as the trace parent."""
         own = route.otel.inject_context
         return self.otel.inject_context if own is None else own
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name}: must be > 0, got {value!r}")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"{name}: must be >= 0, got {value!r}")
-
-
-def _port(name: str, value: int) -> None:
-    if not 1 <= value <= 65535:
-        raise ConfigError(f"{name}: must be 1..65535, got {value!r}")
 
 
 def _check_url(url: str) -> None:
@@ -627,95 +403,6 @@ def _anchor_store(cfg: Config, folder: Path) -> Config:
     if path.is_absolute():
         return cfg
     return dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, path=str(folder / path)))
-
-
-_OTEL_STRINGS = {
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "endpoint",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "traces_endpoint",
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "metrics_endpoint",
-    "OTEL_EXPORTER_OTLP_PROTOCOL": "protocol",
-    "OTEL_EXPORTER_OTLP_COMPRESSION": "compression",
-    "OTEL_SERVICE_NAME": "service_name",
-}
-_OTEL_MILLIS = {
-    "OTEL_EXPORTER_OTLP_TIMEOUT": "export_timeout_s",
-    "OTEL_BSP_SCHEDULE_DELAY": "schedule_delay_s",
-    "OTEL_METRIC_EXPORT_INTERVAL": "metrics_interval_s",
-}
-_OTEL_INTS = {
-    "OTEL_BSP_MAX_QUEUE_SIZE": "max_queue_size",
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "max_export_batch_size",
-}
-_OTEL_FLAGS = {
-    "OTEL_SDK_DISABLED": "disabled",
-    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "capture_content",
-}
-_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
-_FIXED_SAMPLERS = {
-    "always_on": 1.0,
-    "parentbased_always_on": 1.0,
-    "always_off": 0.0,
-    "parentbased_always_off": 0.0,
-}
-
-
-def otel_from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """The ``otel:`` keys the standard ``OTEL_*`` variables set (the file's keys win)."""
-    out: dict[str, Any] = {}
-    for var, key in _OTEL_STRINGS.items():
-        if env.get(var):
-            out[key] = env[var].strip()
-    for var, key in _OTEL_MILLIS.items():
-        if env.get(var):
-            out[key] = _env_number(var, env[var]) / 1000
-    for var, key in _OTEL_INTS.items():
-        if env.get(var):
-            out[key] = int(_env_number(var, env[var]))
-    for var, key in _OTEL_FLAGS.items():
-        if env.get(var):
-            out[key] = env[var].strip().lower() == "true"
-    for var, key in (
-        ("OTEL_EXPORTER_OTLP_HEADERS", "headers"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "resource_attributes"),
-    ):
-        if env.get(var):
-            out[key] = _env_pairs(var, env[var])
-    ratio = _env_sample_ratio(env)
-    if ratio is not None:
-        out["sample_ratio"] = ratio
-    return out
-
-
-def _env_number(var: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{var}: expected a number, got {raw!r}") from None
-
-
-def _env_pairs(var: str, raw: str) -> dict[str, str]:
-    """``k1=v1,k2=v2`` with URL-encoded values (the OTel environment format)."""
-    pairs: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{var}: expected key=value pairs separated by commas")
-        pairs[unquote(key.strip())] = unquote(value.strip())
-    return pairs
-
-
-def _env_sample_ratio(env: Mapping[str, str]) -> float | None:
-    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler in _FIXED_SAMPLERS:
-        return _FIXED_SAMPLERS[sampler]
-    if sampler in _RATIO_SAMPLERS and env.get("OTEL_TRACES_SAMPLER_ARG"):
-        return _env_number("OTEL_TRACES_SAMPLER_ARG", env["OTEL_TRACES_SAMPLER_ARG"])
-    if sampler and sampler not in _RATIO_SAMPLERS:
-        raise ConfigError(
-            f"OTEL_TRACES_SAMPLER: {sampler!r} is not supported "
-            f"(use one of {', '.join([*_FIXED_SAMPLERS, *_RATIO_SAMPLERS])})"
-        )
-    return None
 
 
 def load(

@@ -220,3 +220,18 @@ class _StrictLoader(yaml.SafeLoader):
                 if first != line:
                     raise ConfigError(f"{line}: duplicate key {key!r} (first on line {first})")
         return super().construct_mapping(node, deep)
+
+
+def positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value!r}")
+
+
+def non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name}: must be >= 0, got {value!r}")
+
+
+def port_number(name: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name}: must be 1..65535, got {value!r}")
