@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..families import ApiFamily, Endpoint, upstream_path
+from ..chat_request import chat_completions_request
 from ..records import Dropped, TranslatedRequest, TranslationOptions
-from ..wire import JSON_BODY_HEADERS, as_object
+from ..wire import as_object
 from .common import (
     ANTHROPIC_EFFORTS,
     chat_effort,
@@ -60,18 +60,7 @@ def chat_request(body: Mapping[str, Any], options: TranslationOptions) -> Transl
     if isinstance(user, str):
         out["user"] = user
     dropped.unknown(as_object(body.get("metadata")), frozenset({"user_id"}), "metadata.")
-    stream = body.get("stream") is True
-    if stream:
-        out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
-    return TranslatedRequest(
-        method="POST",
-        path=upstream_path(ApiFamily.OPENAI_CHAT, Endpoint.GENERATE),
-        body=out,
-        headers=JSON_BODY_HEADERS,
-        dropped=dropped.result(),
-        stream=stream,
-    )
+    return chat_completions_request(body, out, dropped)
 
 
 def _text_part(block: Mapping[str, Any], dropped: Dropped, where: str) -> dict[str, Any]:

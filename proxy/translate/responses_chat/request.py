@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..families import ApiFamily, Endpoint, upstream_path
+from ..chat_request import chat_completions_request
 from ..records import Dropped, TranslatedRequest, TranslationOptions
-from ..wire import JSON_BODY_HEADERS, as_object
+from ..wire import as_object
 
 __all__ = ["chat_request", "input_items"]
 
@@ -68,18 +68,7 @@ def chat_request(
             out[name] = body[name]
     _tools(body, out, dropped)
     _text_and_reasoning(body, out, dropped, options)
-    stream = body.get("stream") is True
-    if stream:
-        out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
-    return TranslatedRequest(
-        method="POST",
-        path=upstream_path(ApiFamily.OPENAI_CHAT, Endpoint.GENERATE),
-        body=out,
-        headers=JSON_BODY_HEADERS,
-        dropped=dropped.result(),
-        stream=stream,
-    )
+    return chat_completions_request(body, out, dropped)
 
 
 def _part(part: Mapping[str, Any], dropped: Dropped) -> dict[str, Any] | None:
