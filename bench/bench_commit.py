@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,12 +48,19 @@ from typing import Any
 import aiohttp
 import httpx
 import openai
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from procs import Service, announced, cpu_seconds, free_port, spawn, wait_http  # noqa: E402
+from procs import (  # noqa: E402
+    Service,
+    announced,
+    cpu_seconds,
+    free_port,
+    load_average,
+    spawn,
+    start_proxy,
+)
 from report import fmt, pct, table  # noqa: E402
 
 CHAT = "/v1/chat/completions"
@@ -109,30 +115,6 @@ def proxy_config(primary: str, fallback: str, port: int, target: str) -> dict[st
     if target == "on-fallback-first":
         raw["retry"] = {"max_attempts": 1}
     return raw
-
-
-def start_proxy(workdir: Path, name: str, raw: dict[str, Any]) -> Service:
-    port = raw["listen"]["port"]
-    cfg = workdir / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
-    log = workdir / f"{name}.log"
-    argv = [sys.executable, "-m", "proxy", "--config", str(cfg), "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    svc = Service(name, proc, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_http(f"{svc.base}/healthz", proc, 60)
-    except RuntimeError:
-        svc.stop()
-        raise
-    return svc
 
 
 @dataclass
@@ -441,11 +423,6 @@ def mix_table(res: dict[str, Mixed], metrics: dict[str, str]) -> str:
 
 
 # ------------------------------------------------------------------ report
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages (the machine is shared)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine(load_before: str) -> list[str]:

@@ -60,12 +60,18 @@ from typing import Any
 import aiohttp
 import httpx
 import openai
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from procs import Service, announced, free_port, spawn, wait_http  # noqa: E402
+from procs import (  # noqa: E402
+    Service,
+    announced,
+    free_port,
+    load_average,
+    spawn,
+    start_proxy,
+)
 from report import fmt, pct, table  # noqa: E402
 
 CLIENTS = 4
@@ -196,30 +202,6 @@ def proxy_config(plan: Plan, fake: str, redis_url: str, pacing: bool, port: int)
         "pacing": {"enabled": pacing, "window_s": plan.window_s, "max_queue_wait_s": budget},
         "retry": {"max_wait_s": budget},
     }
-
-
-def start_proxy(workdir: Path, name: str, raw: dict[str, Any]) -> Service:
-    port = raw["listen"]["port"]
-    cfg = workdir / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
-    log = workdir / f"{name}.log"
-    argv = [sys.executable, "-m", "proxy", "--config", str(cfg), "--port", str(port)]
-    with log.open("wb") as out:  # straight to the file: its lines are read during the run
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    svc = Service(name, proc, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_http(f"{svc.base}/healthz", proc, 60)
-    except RuntimeError:
-        svc.stop()
-        raise
-    return svc
 
 
 def start_proxies(workdir: Path, plan: Plan, fake: str, redis_url: str, mode: str) -> list[Service]:
@@ -492,11 +474,6 @@ def version(argv: list[str]) -> str:
         return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:
         return "n/a"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages (the machine is shared)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine(load_before: str) -> list[str]:

@@ -11,11 +11,15 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -225,3 +229,36 @@ class RssSampler:
         self._stop.set()
         self._thread.join(5)
         self.peak_mb = max(self.peak_mb, self._svc.rss_mb())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_proxy(workdir: Path, name: str, raw: dict[str, Any]) -> Service:
+    """``python -m proxy`` from this checkout with config ``raw``, once its /healthz answers."""
+    port = raw["listen"]["port"]
+    cfg = workdir / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    log = workdir / f"{name}.log"
+    argv = [sys.executable, "-m", "proxy", "--config", str(cfg), "--port", str(port)]
+    with log.open("wb") as out:  # straight to the file: its lines are read during the run
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    svc = Service(name, proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_http(f"{svc.base}/healthz", proc, 60)
+    except RuntimeError:
+        svc.stop()
+        raise
+    return svc
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (the machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
