@@ -18,11 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .config import Logging
-
-try:  # optional (extra "orjson"): encoding is most of what a log line costs
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None  # type: ignore[assignment]
+from .jsonbytes import orjson
 
 _SECRET_KEYS = frozenset(
     {

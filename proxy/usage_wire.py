@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-try:  # optional (extra "orjson"): parsing deferred events in one array is cheaper with it
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None  # type: ignore[assignment]
+from .jsonbytes import loads_json
 
 _INFLATE_STEP = 64 << 10  # decompress in bounded pieces: a zip bomb costs CPU, never memory
-_parse_array: Callable[[str], object] = orjson.loads if orjson is not None else json.loads
 CHAT_TEXT_KEYS = ("content", "refusal", "reasoning_content", "reasoning")
 
 
@@ -33,7 +29,7 @@ def loads_many(datas: list[str]) -> list[dict | None]:
     value per event (malformed data, or data that is several values)."""
     if len(datas) > 1:
         try:
-            values = _parse_array("[" + ",".join(datas) + "]")
+            values = loads_json("[" + ",".join(datas) + "]")
         except (ValueError, RecursionError):
             values = None
         if isinstance(values, list) and len(values) == len(datas):

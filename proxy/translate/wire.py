@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..jsonbytes import json_bytes
+from ..jsonbytes import compact_json, loads_json
 from .families import Provider
 
 __all__ = [
@@ -26,29 +25,7 @@ JSON_BODY_HEADERS = {"content-type": JSON_TYPE, "accept-encoding": "identity"}
 """Set on every translated upstream request: translators read the answer's bytes, so the
 upstream must not compress them (a client's ``Accept-Encoding: gzip`` must not pass)."""
 
-try:  # optional (extra "orjson"): JSON is most of a translator's CPU time per event
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None  # type: ignore[assignment]
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON, as the providers send it (no spaces, UTF-8 kept)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj)
-        except TypeError:  # integers beyond 64 bits, lone surrogates: the stdlib takes them
-            pass
-    return json_bytes(obj)
-
-
-def _loads(raw: bytes | str) -> Any:
-    if orjson is not None:
-        try:
-            return orjson.loads(raw)
-        except ValueError:  # invalid, or valid JSON orjson refuses (huge integers)
-            pass
-    return json.loads(raw)
+dumps = compact_json
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -61,7 +38,7 @@ def sse(data: Any, event: str | None = None) -> bytes:
 def loads_object(raw: bytes | str) -> dict[str, Any] | None:
     """A JSON object, or None for anything else (bad JSON, a list, a number)."""
     try:
-        value = _loads(raw)
+        value = loads_json(raw)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
