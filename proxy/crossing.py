@@ -114,6 +114,10 @@ class LocalResponse:
         body, self._body = self._body, b""
         return body
 
+    def read_nowait(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
     def cut_short(self) -> str | None:
         return None
 
@@ -143,6 +147,10 @@ class _TranslatedBody:
             out = self._translator.feed(chunk)
             if out:
                 return out
+        return b""
+
+    def read_nowait(self) -> bytes:
+        """Nothing is offered early: translating waits for whole upstream events."""
         return b""
 
 

@@ -145,6 +145,10 @@ class ByteSource(Protocol):
         """The next bytes as they arrive; ``b""`` at the end of the body."""
         ...
 
+    def read_nowait(self) -> bytes:
+        """The bytes already here, without waiting; ``b""`` when none are (aiohttp's name)."""
+        ...
+
 
 class UpstreamResponse(Protocol):
     """An upstream answer whose head has arrived and whose body the relay streams."""
@@ -218,6 +222,12 @@ class _Replay:
             head, self._head = self._head, b""
             return head
         return await self._rest.readany() if self._rest is not None else b""
+
+    def read_nowait(self) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._rest.read_nowait() if self._rest is not None else b""
 
 
 class ReplayResponse:

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .exchange import Exchange
 from .providers import ProviderSpec, guess_provider
-from .relay import StreamAborted, relay, start_response
+from .relay import StreamAborted, ready_bytes, relay, start_response
 from .resilience.attempts import GiveUp
 from .routing import escapes_base
 from .state import AppState, StateHolder
@@ -131,9 +131,12 @@ class _Serving:
                 ex.response_headers["x-proxy-translated"] = crossing
             upstream = result.response
             try:
-                self.client = await start_response(ex, upstream)
+                first = ready_bytes(upstream)
+                self.client = await start_response(ex, upstream, first)
                 taps = state.pipeline.chunk_taps
-                await relay(ex, upstream, self.client, taps, timeouts.idle_s, timer, deadline)
+                await relay(
+                    ex, upstream, self.client, taps, timeouts.idle_s, timer, deadline, first
+                )
             except BaseException:
                 upstream.close()
                 raise
