@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .outcomes import Attempt
+from .outcomes import Attempt, SlotKey
 
 
 def _ms(seconds: float) -> float:
@@ -108,6 +108,20 @@ def log_fields(ex: Exchange) -> dict[str, Any]:
         fields["body_parse_error"] = ex.json_error
     if ex.plugin_errors:
         fields["plugin_errors"] = ex.plugin_errors
+    return fields
+
+
+_REPORTED: SlotKey[dict[str, Any]] = SlotKey("log_line")
+
+
+def report_fields(ex: Exchange) -> dict[str, Any]:
+    """:func:`log_fields`, built once for every reporter of the request (the log line and
+    the dashboard's recent requests): only in ``on_report``, when the outcomes are final.
+    Readers must not modify it."""
+    fields = ex.slot(_REPORTED)
+    if fields is None:
+        fields = log_fields(ex)
+        ex.set_slot(_REPORTED, fields)
     return fields
 
 

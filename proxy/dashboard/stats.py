@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errorkind import error_kind
 from ..exchange import Exchange
-from ..logline import log_fields
+from ..logline import report_fields
 
 Clock = Callable[[], float]
 
@@ -200,7 +200,7 @@ class LiveStats:
         self._trim(ex, model)
         for hold in ex.retry.holds:
             self.holds.append(HoldRecord(hold.started, hold.scope, hold.kind.value, hold.waited_s))
-        self.recent.appendleft(log_fields(ex))
+        self.recent.appendleft(report_fields(ex))
 
     def _error(self, now: float, kind: str) -> None:
         self.errors_total += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exchange import Exchange
-from ..logline import log_fields, log_level
+from ..logline import log_level, report_fields
 from . import Plugin
 
 
@@ -16,4 +16,4 @@ class RequestLog(Plugin):
         self._log = logger
 
     async def on_report(self, ex: Exchange) -> None:
-        getattr(self._log, log_level(ex))("request", **log_fields(ex))
+        getattr(self._log, log_level(ex))("request", **report_fields(ex))
