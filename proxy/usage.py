@@ -296,7 +296,11 @@ class UsageTap:
         self._deferred_chars = 0
         read = self._anthropic_object if self._anthropic else self._openai_object
         for (name, _), obj in zip(deferred, loads_many([d for _, d in deferred]), strict=True):
-            if obj is not None:
+            if obj is None:
+                continue
+            if name == "message" and not self._anthropic and "type" not in obj:
+                self._chat_text(obj)
+            else:
                 read(name, obj)
 
     def _set_model(self, value: object) -> None:
@@ -358,6 +362,18 @@ class UsageTap:
             elif isinstance(choice.get("text"), str) and choice["text"]:
                 self._content(choice["text"])  # legacy /v1/completions stream
 
+    def _chat_text(self, obj: dict) -> None:
+        """A deferred chat chunk: only its text, since ``only_text`` ruled out a usage object,
+        a finish reason and an error, and the model is known."""
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict):
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    self._chat_delta(delta)
+                elif isinstance(choice.get("text"), str) and choice["text"]:
+                    self._content(choice["text"])
+
     def _chat_delta(self, delta: dict) -> None:
         """Content = non-empty text, refusal, reasoning or tool call; a role-only delta is not."""
         for key in CHAT_TEXT_KEYS:
@@ -365,9 +381,12 @@ class UsageTap:
             if isinstance(value, str) and value:
                 self._content(value)
         calls = delta.get("tool_calls")
+        legacy = delta.get("function_call")  # legacy functions API
+        if not calls and not legacy:
+            return  # a text delta, nearly every one of a stream
         calls = calls if isinstance(calls, list) else []
         functions = [c.get("function") for c in calls if isinstance(c, dict)]
-        functions.append(delta.get("function_call"))  # legacy functions API
+        functions.append(legacy)
         if calls or functions[-1]:
             self._content()
         for fn in functions:

@@ -187,3 +187,35 @@ def test_garbage_never_raises_and_split_does_not_matter(blob: bytes, sizes: list
 def test_sse_shaped_input_split_does_not_matter(parts: list[str], sizes: list[int]) -> None:
     stream = "\n".join(parts).encode()
     assert parse(stream) == parse(stream, sizes=sizes)
+
+
+def test_whole_events_in_one_pass_equal_the_line_by_line_parse() -> None:
+    """Chunks of whole one-line ``data:`` events take the one-pass path; byte by byte takes
+    the line-by-line one. Both must give the same events, and a chunk with anything else in
+    it (a name, an id, a comment, two data lines) falls back without losing state."""
+    stream = [
+        b'data: {"a":1}\n\n',
+        b'data:{"b":2}\n\ndata: \n\n',
+        b"id: 7\n\n",
+        b"data: after-id\n\n",
+        b"event: ping\ndata: x\n\ndata: plain\n\n",
+        b": comment\n\ndata: 1\ndata: 2\n\n",
+        b"data: caf\xc3\xa9\n\n",
+    ]
+    whole = SSEParser()
+    by_chunk = [e for chunk in stream for e in whole.feed(chunk)]
+    bytewise = SSEParser()
+    by_byte = [e for b in b"".join(stream) for e in bytewise.feed(bytes([b]))]
+    assert by_chunk == by_byte
+    assert [e.data for e in by_chunk] == [
+        '{"a":1}',
+        '{"b":2}',
+        "",
+        "after-id",
+        "x",
+        "plain",
+        "1\n2",
+        "café",
+    ]
+    assert by_chunk[3].id == "7" and by_chunk[0].id is None
+    assert by_chunk[4].event == "ping" and by_chunk[5].event == "message"
