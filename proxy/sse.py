@@ -13,7 +13,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_MAX_EVENT_CHARS", "SSEEvent", "SSEParser"]
+__all__ = ["DEFAULT_MAX_EVENT_CHARS", "SSEEvent", "SSEParser", "plain_datas"]
 
 DEFAULT_MAX_EVENT_CHARS = 8 << 20
 """One event (its data plus the line being assembled) may hold this many characters."""
@@ -29,6 +29,19 @@ class SSEEvent:
     event: str
     data: str
     id: str | None = None
+
+
+def plain_datas(text: str, max_chars: int = DEFAULT_MAX_EVENT_CHARS) -> list[str] | None:
+    """The data of each event in ``text`` when it is whole events of one ``data:`` line each
+    (ends in a blank line, no CR): how every LLM provider streams. None for anything else."""
+    if text[-2:] != "\n\n" or "\r" in text:
+        return None
+    datas: list[str] = []
+    for block in text[:-2].split("\n\n"):
+        if block[:5] != "data:" or "\n" in block or len(block) > max_chars:
+            return None
+        datas.append(block[6:] if block[5:6] == " " else block[5:])
+    return datas
 
 
 class SSEParser:
@@ -86,7 +99,7 @@ class SSEParser:
         if "\n" not in text and "\r" not in text:
             self._hold(text)
             return []
-        if text[-2:] == "\n\n" and self._clean() and "\r" not in text:
+        if text[-2:] == "\n\n" and self._clean():
             plain = self._plain_events(text)
             if plain is not None:
                 return plain
@@ -112,21 +125,21 @@ class SSEParser:
         """Between events: nothing of an unfinished line, event or skipped event is held."""
         return not (self._tail or self._data or self._event or self._discarding)
 
+    def at_boundary(self) -> bool:
+        """Nothing of the stream is pending (no partial line, event, CRLF or UTF-8
+        sequence): bytes that start here may be read without this parser."""
+        return self._clean() and not self._skip_lf and not self._decoder.getstate()[0]
+
     def _plain_events(self, text: str) -> list[SSEEvent] | None:
         """The common case in one pass: whole events of one ``data:`` line each, as every
         LLM provider streams them (~3x cheaper than line by line). None when any block is
         anything else (names, ids, comments, several data lines, blank runs, oversized):
         the caller then parses ``text`` line by line, with the same result."""
-        blocks = text[:-2].split("\n\n")
-        events: list[SSEEvent] = []
+        datas = plain_datas(text, self._max)
+        if datas is None:
+            return None
         last_id = self._last_id
-        for block in blocks:
-            if block[:5] != "data:" or "\n" in block or len(block) > self._max:
-                return None
-            events.append(
-                SSEEvent("message", block[6:] if block[5:6] == " " else block[5:], last_id)
-            )
-        return events
+        return [SSEEvent("message", data, last_id) for data in datas]
 
     def _hold(self, piece: str) -> None:
         """Keep an unterminated line piece, or drop the whole event when it grows too big."""

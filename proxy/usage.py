@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.sse import SSEEvent, SSEParser
+from proxy.usage_held import HeldChunks
 
 from .usage_wire import (
     CHAT_TEXT_KEYS,
@@ -159,6 +160,20 @@ def _anthropic_counts(usage: dict) -> _Counts:
     )
 
 
+def _plain_content(obj: dict) -> str | None:
+    """The text of a chat chunk whose one choice's delta holds ``content`` and nothing else
+    (nearly every chunk of a stream); None for any other shape."""
+    choices = obj.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    delta = choice.get("delta") if type(choice) is dict else None
+    if type(delta) is not dict or len(delta) != 1:
+        return None
+    text = delta.get("content")
+    return text if type(text) is str else None
+
+
 class UsageTap:
     """Observes one upstream response. ``feed`` every chunk, then ``finish`` once.
 
@@ -190,6 +205,7 @@ class UsageTap:
         self._text_room = max_text_chars
         self._deferred: list[tuple[str, str]] = []  # (event name, data), in stream order
         self._deferred_chars = 0
+        self._held = HeldChunks()
         self._content_seen = False
         self._counts = _Counts()
         self._result: Usage | None = None
@@ -244,6 +260,8 @@ class UsageTap:
         try:
             if not self._dead and self._inflater is not None:
                 self._consume(self._inflater.flush())
+            if not self._dead and self._held:
+                self._settle()
             if not self._streaming and not self._dead and self._body:
                 self._read_body(b"".join(self._body))
         except Exception:
@@ -258,6 +276,13 @@ class UsageTap:
         if not data:
             return
         if self._parser is not None:
+            if self._holds(data):
+                self._held.add(data)
+                if self._held.size > _DEFERRED_MAX_CHARS:
+                    self._settle()
+                return
+            if self._held:
+                self._settle()
             on_event = self._anthropic_event if self._anthropic else self._openai_event
             for event in self._parser.feed(data):
                 on_event(event)
@@ -268,6 +293,33 @@ class UsageTap:
             self._dead = True
             return
         self._body.append(data if isinstance(data, bytes) else bytes(data))
+
+    def _holds(self, data: bytes) -> bool:
+        """Whether ``data`` joins the held chunks: a chat stream past its first content, the
+        chunk whole events, and nothing of an earlier chunk left half-parsed."""
+        if (
+            self._anthropic
+            or not self._content_seen
+            or self.model is None
+            or data[-2:] != b"\n\n"
+            or self._text_room <= 0
+        ):
+            return False
+        assert self._parser is not None
+        return bool(self._held) or self._parser.at_boundary()
+
+    def _settle(self) -> None:
+        """Read the held chunks: their text events deferred, the rest parsed as usual."""
+        datas, rest = self._held.take()
+        if datas and self._text_room > 0:
+            self._deferred.extend([("message", data) for data in datas])
+            self._deferred_chars += sum(map(len, datas))
+            if self._deferred_chars > _DEFERRED_MAX_CHARS:
+                self._drain()
+        if rest:
+            assert self._parser is not None
+            for event in self._parser.feed(rest):
+                self._openai_event(event)
 
     def _content(self, text: str | None = None) -> None:
         self._content_seen = True
@@ -290,18 +342,33 @@ class UsageTap:
 
     def _drain(self) -> None:
         """Parse the deferred events, in order, before anything else adds text."""
+        if self._held:
+            self._settle()
         if not self._deferred:
             return
         deferred, self._deferred = self._deferred, []
         self._deferred_chars = 0
         read = self._anthropic_object if self._anthropic else self._openai_object
+        run: list[str] = []  # consecutive plain content deltas, added as one text
         for (name, _), obj in zip(deferred, loads_many([d for _, d in deferred]), strict=True):
             if obj is None:
                 continue
-            if name == "message" and not self._anthropic and "type" not in obj:
+            chat = name == "message" and not self._anthropic and "type" not in obj
+            if chat:
+                text = _plain_content(obj)
+                if text is not None:
+                    if text:
+                        run.append(text)
+                    continue
+            if run:
+                self._content("".join(run))
+                run.clear()
+            if chat:
                 self._chat_text(obj)
             else:
                 read(name, obj)
+        if run:
+            self._content("".join(run))
 
     def _set_model(self, value: object) -> None:
         if self.model is None and isinstance(value, str) and value:

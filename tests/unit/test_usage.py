@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import itertools
 import json
 import zlib
 
@@ -556,3 +557,67 @@ def test_anthropic_text_after_the_first_delta_is_read_late_in_order() -> None:
     events = anthropic_events("\n")
     _, _, text, _, _, _ = run("anthropic", b"".join(events), [])
     assert TEXT[0] + TEXT[1] + '{"city": "Zürich"}' == text
+
+
+def event_cuts(events: list[bytes], per: int) -> list[int]:
+    """Cut points after every ``per`` events: chunks of whole events, as providers send."""
+    ends = list(itertools.accumulate(len(e) for e in events))
+    return ends[per - 1 :: per]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("per", [1, 2, 3])
+def test_stream_in_whole_event_chunks_gives_identical_results(case: str, per: int) -> None:
+    """Whole-event chunks after the first content are held unparsed and read in bulk at the
+    end; the result must equal the event-by-event parse of the stream fed whole."""
+    provider, events, _, model, text, usage = CASES[case]
+    stream = b"".join(events)
+    got = run(provider, stream, event_cuts(events, per))
+    assert (usage, text, model, True, None) == (got[0], got[2], got[3], got[4], got[5])
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        [b": keep-alive\n\n"],  # a comment among held chunks: read event by event
+        [b"event: ping\ndata: {}\n\n"],
+        [b'data: {"error":{"type":"server_error"}}\n\n'],  # an error mid-stream
+        [b"data: {not json\n\n"],
+    ],
+)
+def test_held_chunks_with_anything_but_plain_text_read_like_the_whole_stream(
+    tail: list[bytes],
+) -> None:
+    words = [f"w{i} " for i in range(40)]
+    body = long_chat_stream(words, {"content": "END"}, usage=True)
+    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    events[20:20] = tail  # in the middle of the text events
+    whole = run("openai", b"".join(events), [])
+    chunked = run("openai", b"".join(events), event_cuts(events, 1))
+    assert whole[0] == chunked[0] and whole[2:] == chunked[2:]
+    assert chunked[2].startswith("w0 w1 ") and chunked[2].endswith("w39 END")
+    error = "server_error" if b"error" in tail[0] else None
+    assert (chunked[0].completion_tokens, chunked[4], chunked[5]) == (9, True, error)
+
+
+def test_text_chunks_after_the_first_content_skip_the_event_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from proxy.sse import SSEParser
+
+    fed: list[bytes] = []
+    real = SSEParser.feed
+    monkeypatch.setattr(
+        SSEParser, "feed", lambda self, chunk: fed.append(chunk) or real(self, chunk)
+    )
+    words = [f"w{i} " for i in range(100)]
+    body = long_chat_stream(words, {}, usage=True)
+    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    tap = UsageTap("openai", streaming=True)
+    for event in events:
+        tap.feed(event)
+    assert tap.finish().completion_tokens == 9 and tap.saw_terminal
+    # the role chunk and the first word one by one; the held rest in one call, from the finish
+    assert len(fed) == 3 and fed[2].startswith(b'data: {"id"') and fed[2].endswith(b"[DONE]\n\n")
+    assert b"w99" not in fed[2]  # the text events before the finish chunk were never parsed
+    assert "".join(words) == tap.completion_text
