@@ -9,9 +9,9 @@ and the metrics from them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
@@ -41,7 +41,7 @@ def request_id_for(request: web.BaseRequest) -> str:
     given = request.headers.get("x-request-id")
     if given is not None and _CLIENT_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits like uuid4, without building a UUID (~6x)
 
 
 class Exchange:
