@@ -87,7 +87,10 @@ async def test_the_proxy_made_retry_after_is_the_next_admission_time(
     assert 429 == status
     refill_at = fake.requests[0].t + 10.0  # the bucket's first request back (monotonic)
     told = int(headers["retry-after-ms"]) / 1000
-    assert refill_at - answered - 0.1 <= told <= refill_at - sent + 0.1
+    # the proxy reserves when it sends, the fake counts when it receives: on a loaded machine
+    # these differ by more than a few ms, so the window allows half a second (a full refill
+    # would be 60 s)
+    assert refill_at - answered - 0.5 <= told <= refill_at - sent + 0.5
     assert 6 == len(fake.requests)  # not sent: the provider would have said the same
     assert "rate_limit_error" == json.loads(body)["error"]["type"]
     line = await logs.last()
