@@ -206,6 +206,7 @@ class UsageTap:
         self._deferred: list[tuple[str, str]] = []  # (event name, data), in stream order
         self._deferred_chars = 0
         self._held = HeldChunks()
+        self._unread: dict | None = None  # a parsed JSON body whose text was not read yet
         self._content_seen = False
         self._counts = _Counts()
         self._result: Usage | None = None
@@ -225,6 +226,10 @@ class UsageTap:
     @property
     def completion_text(self) -> str:
         try:
+            if self._unread is not None:  # a JSON body's text, read only when asked for
+                obj, self._unread = self._unread, None
+                for text in body_texts(obj):
+                    self._content(text)
             self._drain()
         except Exception:  # the tap must never raise
             self._deferred.clear()
@@ -537,8 +542,7 @@ class UsageTap:
         if isinstance(usage, dict):
             counts = _anthropic_counts(usage) if self._anthropic else _openai_counts(usage)
             self._counts.merge(counts)
-        for text in body_texts(obj):
-            self._content(text)
+        self._unread = obj
         self._body_finish(obj)
 
     def _body_finish(self, obj: dict) -> None:
