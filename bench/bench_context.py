@@ -4,13 +4,14 @@ Reproduce:  python bench/bench_context.py [--turns 300] [--window 16384] [--shar
 
 (a) Prompt-cache simulation: one conversation of ``--turns`` turns that outgrows the window,
     trimmed on every request by ``proxy.context.trim`` turn by turn (``step=0``) and in steps
-    (``stable_step(budget, share)``), each trimmed prompt accounted by the fake upstream's
-    prompt cache (``proxy.fake_upstream.caching``: 1,024-token blocks, per credential). Token
-    costs are the fake's own (``content.prompt_tokens``), so the window is exact. Reports the
-    share of requests after the first trim that read anything from the cache, the share of
-    their prompt tokens that were cached, and the billed input cost at gpt-4o prices (OpenAI
-    automatic caching) and at claude-sonnet-4-5 prices (a ``cache_control`` breakpoint on the
-    newest user message, as agent clients place it).
+    (``stable_step(budget, share)``; cut points on the grid of token costs, and on the grid of
+    message bytes the proxy uses since issue 17), each trimmed prompt accounted by the fake
+    upstream's prompt cache (``proxy.fake_upstream.caching``: 1,024-token blocks, per
+    credential). Token costs are the fake's own (``content.prompt_tokens``), so the window is
+    exact. Reports the share of requests after the first trim that read anything from the
+    cache, the share of their prompt tokens that were cached, and the billed input cost at
+    gpt-4o prices (OpenAI automatic caching) and at claude-sonnet-4-5 prices (a
+    ``cache_control`` breakpoint on the newest user message, as agent clients place it).
 (b) Needless trims: conversations of every corpus language sized to 90-100% of a budget by a
     tokenizer the proxy does not have (o200k_base stands in; the model is unknown to the
     registry), counted with the raw estimator (cl100k_base) and the learned-correction bounds.
@@ -40,7 +41,7 @@ from proxy.context.corpus import LANGUAGES, conversation
 from proxy.context.corpus import text as corpus_text
 from proxy.context.correction import CorrectionKey, Corrections, MemorySampleStore
 from proxy.context.counting import Api, raw_count
-from proxy.context.stepped import stable_step
+from proxy.context.stepped import BYTES_PER_TOKEN, grid_weights, stable_step
 from proxy.context.trim import trim_anthropic, trim_openai
 from proxy.fake_upstream.caching import PromptCache
 from proxy.fake_upstream.content import TOKENS_PER_MESSAGE, words
@@ -88,8 +89,17 @@ def with_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def simulate(
-    provider: str, turns: int, window: int, share: float, stepped: bool, system_words: int
+    provider: str,
+    turns: int,
+    window: int,
+    share: float,
+    stepped: bool,
+    system_words: int,
+    *,
+    byte_grid: bool = False,
 ) -> CacheRun:
+    """``byte_grid``: cut points on the grid of message bytes, as the proxy cuts (issue 17),
+    instead of the grid of token costs."""
     model = "gpt-4o" if provider == "openai" else "claude-sonnet-4-5"
     price = DEFAULT_REGISTRY.facts(model).price
     assert price is not None
@@ -101,6 +111,8 @@ def simulate(
     run = CacheRun()
     trimmed_once = False
     step = stable_step(budget, share) if stepped else 0
+    if byte_grid:
+        step *= BYTES_PER_TOKEN
     for t in range(turns):
         msgs = history[: 2 * t + 1]  # the turns so far and the new question
         if provider == "openai":
@@ -108,11 +120,13 @@ def simulate(
                 "model": model,
                 "messages": [{"role": "system", "content": system}, *msgs],
             }
-            out = trim_openai(body["messages"], budget, fake_cost, 3, step=step)
+            grid = grid_weights(body["messages"]) if byte_grid else None
+            out = trim_openai(body["messages"], budget, fake_cost, 3, step=step, grid=grid)
             payload = {"model": model, "messages": out.messages}
         else:
             fixed = TOKENS_PER_MESSAGE + len(system.split())
-            out = trim_anthropic(msgs, budget, fake_cost, fixed, step=step)
+            grid = grid_weights(msgs) if byte_grid else None
+            out = trim_anthropic(msgs, budget, fake_cost, fixed, step=step, grid=grid)
             payload = {"model": model, "system": system, "messages": with_breakpoint(out.messages)}
         use = cache.use("credential", provider, payload)
         prompt = fake_cost({"content": system}) + sum(fake_cost(m) for m in out.messages)
@@ -212,11 +226,12 @@ def cache_report(turns: int, window: int, share: float, system_words: int) -> li
         "| prompt tokens cached | billed input |",
         "|---|---|---|---|---|",
     ]
+    modes = (("turn-wise", False, False), ("stepped, token grid", True, False))
+    modes += (("stepped, byte grid (the proxy's)", True, True),)
     for provider in ("openai", "anthropic"):
-        for stepped in (False, True):
-            run = simulate(provider, turns, window, share, stepped, system_words)
-            name = f"{provider} {'stepped' if stepped else 'turn-wise'}"
-            lines.append(run.row(name))
+        for mode, stepped, byte_grid in modes:
+            args = (provider, turns, window, share, stepped, system_words)
+            lines.append(simulate(*args, byte_grid=byte_grid).row(f"{provider} {mode}"))
     return lines
 
 
