@@ -8,10 +8,12 @@ bounds) and on a model the registry does not know (cl100k + prior bounds, the ro
 128k window); a 300 KB gpt-4o conversation that fits (too big for the byte peek, so it is
 counted); and a ``--mb`` MB gpt-4o body whose newest message alone is over (refused, 400).
 
-(a) In-process, CPU time per stage of the path the plugin took before issue 17 (JSON parse,
-    ``raw_count`` of the whole body, ``fit_request``, ``json_bytes`` of the trimmed body and
-    ``raw_count`` of it again), then the plugin's whole ``on_request`` as it is in the checkout
-    (process CPU, its counting thread included, and wall time; median of ``--reps``).
+(a) In-process, CPU time per stage of the checkout's path (JSON parse as ``Exchange`` does
+    it; before issue 17 ``raw_count`` of the whole body, ``fit_request``, ``json_bytes`` of the
+    trimmed body and ``raw_count`` of it again; since, ``fit_request`` counting only what the
+    decision needs, and ``json_bytes``), the items counted, then the plugin's whole
+    ``on_request`` (process CPU, its counting thread included, and wall time; median of
+    ``--reps``).
 (b) End to end: the fake upstream (``python -m proxy.fake_upstream``) behind ``python -m
     proxy`` from the checkout, both on ephemeral ports: each body sent ``--reps`` times one
     at a time (client wall time, the proxy's CPU per request from /proc), then
@@ -58,11 +60,19 @@ from proxy.context import tokens  # noqa: E402
 from proxy.context.budget import input_budget, requested_output  # noqa: E402
 from proxy.context.correction import Corrections, MemorySampleStore  # noqa: E402
 from proxy.context.counting import Api, raw_count  # noqa: E402
+
+try:  # issue 17: fit_request counts the body itself, only as far as it needs
+    from proxy.context.counting import BodyCounter  # noqa: F401
+
+    LAZY = True
+except ImportError:
+    LAZY = False
+
 from proxy.context.fit import fit_request  # noqa: E402
 from proxy.context.trim import ContextTooLarge  # noqa: E402
 from proxy.errors import ContextLengthExceeded  # noqa: E402
 from proxy.exchange import Exchange  # noqa: E402
-from proxy.jsonbytes import json_bytes, loads_json  # noqa: E402
+from proxy.jsonbytes import json_bytes  # noqa: E402
 from proxy.models import DEFAULT_REGISTRY  # noqa: E402
 from proxy.plugins import context_budget  # noqa: E402
 from proxy.providers import PROVIDERS  # noqa: E402
@@ -99,29 +109,50 @@ def _target(prefix: str) -> RouteTarget:
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """(CPU seconds, result); a refusal comes back as the result."""
     start = time.thread_time()
-    result = fn(*args)
+    try:
+        result = fn(*args)
+    except ContextTooLarge as exc:
+        result = exc
     return time.thread_time() - start, result
 
 
-def old_stages(body: Body) -> dict[str, float]:
-    """CPU seconds of each stage of the pre-issue-17 path (the building blocks it called)."""
+def stages(body: Body) -> dict[str, float]:
+    """CPU seconds of each stage of the checkout's path, run one after the other as the plugin
+    runs them: before issue 17 a whole-body ``raw_count``, ``fit_request`` on it, and the
+    trimmed body counted again; since, ``fit_request`` counting as far as it needs."""
     api = Api.MESSAGES if body.prefix == "/anthropic" else Api.CHAT
     registry = DEFAULT_REGISTRY.for_context(CONTEXT)
     out: dict[str, float] = {}
-    out["parse"], data = _timed(loads_json, body.raw)
-    out["raw_count"], raw = _timed(raw_count, data, api, registry)
+    headers = {"Content-Type": "application/json"}
+    ex = Exchange(make_mocked_request("POST", body.prefix + body.path, headers=headers))
+    ex.received(body.raw)
+    out["parse"], data = _timed(ex.json_object)
     facts = registry.facts(data["model"])
     budget = input_budget(facts, CONTEXT, requested_output(data))
-    measured = asyncio.run(Corrections(MemorySampleStore()).measure("x", facts.name, raw))
-    try:
-        args = (data, api, raw, measured.bounds, budget, CONTEXT.trim_target_share)
+    corrections = Corrections(MemorySampleStore())
+    share = CONTEXT.trim_target_share
+    if LAZY:
+        table = None
+        if not facts.tokenizer.exact:
+            table = asyncio.run(corrections.table("x", facts.name))
+        out["fit_request"], fit = _timed(fit_request, data, api, table, budget, share, registry)
+        if isinstance(fit, ContextTooLarge):
+            return out
+        out["counted"] = fit.counted
+    else:
+        out["raw_count"], raw = _timed(raw_count, data, api, registry)
+        measured = asyncio.run(corrections.measure("x", facts.name, raw))
+        args = (data, api, raw, measured.bounds, budget, share)
         out["fit_request"], fit = _timed(fit_request, *args)
-    except ContextTooLarge:
-        return out
+        out["counted"] = len(raw.items)
+        if isinstance(fit, ContextTooLarge):
+            return out
     if fit.body is not None:
         out["json_bytes"], _ = _timed(json_bytes, fit.body)
-        out["recount"], _ = _timed(raw_count, fit.body, api, registry)
+        if not LAZY:
+            out["recount"], _ = _timed(raw_count, fit.body, api, registry)
     return out
 
 
@@ -159,23 +190,24 @@ STAGES = ("parse", "raw_count", "fit_request", "json_bytes", "recount")
 
 def in_process(cases: list[Body], reps: int) -> list[str]:
     lines = [
-        "### (a) In-process CPU, ms (median of "
-        f"{reps}; stages: the pre-issue-17 path; plugin: this checkout)",
+        f"### (a) In-process CPU, ms (median of {reps}; - : a stage this checkout does not run)",
         "",
-        "| body | messages | MB | " + " | ".join(STAGES) + " | stages sum "
+        "| body | messages | MB | " + " | ".join(STAGES) + " | stages sum | items counted "
         "| plugin CPU | plugin wall | status | trimmed | out KB |",
-        "|---|---|---|" + "---|" * (len(STAGES) + 6),
+        "|---|---|---|" + "---|" * (len(STAGES) + 7),
     ]
     for body in cases:
-        runs = [old_stages(body) for _ in range(reps)]
+        runs = [stages(body) for _ in range(reps)]
         stage = {s: median([r[s] for r in runs if s in r]) for s in STAGES}
         total = sum(v for v in stage.values() if v == v)
+        counted = runs[-1].get("counted")
         plug = asyncio.run(plugin_runs(body, reps))
         cells = [ms(v) if v == v else "-" for v in stage.values()]
         lines.append(
             f"| {body.name} | {body.messages:,} | {len(body.raw) / 1e6:.1f} | "
             + " | ".join(cells)
-            + f" | {ms(total)} | {ms(median([p['cpu'] for p in plug]))} "
+            + f" | {ms(total)} | {'-' if counted is None else f'{counted:,.0f}'} "
+            f"| {ms(median([p['cpu'] for p in plug]))} "
             f"| {ms(median([p['wall'] for p in plug]))} | {plug[-1]['status']} "
             f"| {plug[-1]['trimmed']:,} | {plug[-1]['out_kb']:,.0f} |"
         )
@@ -199,7 +231,7 @@ def profile(body: Body, top: int = 25) -> None:
     asyncio.run(plugin_runs(body, 1))
     prof.disable()
     print(f"### cProfile of on_request: {body.name}\n\n```")
-    pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+    pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(top)
     print("```")
 
 
