@@ -102,7 +102,9 @@ class ContextBudget(Plugin):
             return None
         registry = self.registry(ctx)
         upstream = ex.route.config.upstreams[0].name
-        floor = peek_budget(ex.body, ctx, registry)
+        # More bytes than any budget has tokens: the byte bound cannot say "fits", no peek.
+        largest = ctx.max_input_tokens or registry.largest_input
+        floor = peek_budget(ex.body, ctx, registry) if len(ex.body) <= largest else None
         if floor is not None:
             ceiling = await self._corrections.low_ratio_ceiling(upstream, floor[0])
             if not may_exceed(ex.body, floor[1].tokens, safety_factor=ceiling):

@@ -114,3 +114,36 @@ async def test_the_newest_turn_alone_over_is_refused_with_a_lower_bound() -> Non
         assert math.isclose(ex.context.low, ex.context.prompt_tokens_est, rel_tol=0.01)
     finally:
         await plugin.close()
+
+
+async def test_a_body_larger_than_any_budget_is_not_peeked_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its bytes alone are over every budget the peek could find: straight to counting."""
+    import proxy.plugins.context_budget as plugin_module
+
+    peeked: list[int] = []
+    real = plugin_module.peek_budget
+
+    def spy(body: bytes, ctx: Context, registry: Any) -> Any:
+        peeked.append(len(body))
+        return real(body, ctx, registry)
+
+    monkeypatch.setattr(plugin_module, "peek_budget", spy)
+    plugin = ContextBudget(DEFAULT_REGISTRY, Corrections(MemorySampleStore()))
+    try:
+        small = exchange({"model": "gpt-4o", "messages": conversation("en", 2)})
+        assert await plugin.on_request(small) is None and small.context is None  # peeked: fits
+        assert 1 == len(peeked)
+        big = exchange({"model": UNKNOWN, "messages": conversation("en", 1000, seed=3)})
+        registry = plugin.registry(CTX)
+        assert registry.largest_input > len(big.body)
+        assert await plugin.on_request(big) is None  # peeked: may exceed, counted, trimmed
+        assert 2 == len(peeked)
+        monkeypatch.setattr(registry, "largest_input", 8192)  # as if no model had more
+        big = exchange({"model": UNKNOWN, "messages": conversation("en", 1000, seed=3)})
+        assert await plugin.on_request(big) is None
+        assert 2 == len(peeked)
+        assert big.context is not None and big.context.trimmed_messages > 0
+    finally:
+        await plugin.close()
