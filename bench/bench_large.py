@@ -33,6 +33,7 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -246,30 +247,45 @@ async def send(session: aiohttp.ClientSession, base: str, body: Body) -> tuple[i
         return resp.status, time.perf_counter() - start
 
 
-async def probe(session: aiohttp.ClientSession, base: str, stop: asyncio.Event) -> list[float]:
-    """Small requests one after another (10 ms apart) until ``stop``: their latencies."""
-    small = Body("small", "/openai", "/v1/chat/completions", SMALL, 1, 200)
-    out = []
-    while not stop.is_set():
-        status, took = await send(session, base, small)
-        if status == 200:
-            out.append(took)
-        await asyncio.sleep(0.01)
-    return out
+class Prober:
+    """Small requests one after another (10 ms apart) from a thread with its own event loop,
+    so the client sending the large bodies does not delay them: their latencies."""
+
+    def __init__(self, base: str) -> None:
+        self._base = base
+        self._stop = threading.Event()
+        self.latencies: list[float] = []
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        small = Body("small", "/openai", "/v1/chat/completions", SMALL, 1, 200)
+        async with aiohttp.ClientSession() as session:
+            while not self._stop.is_set():
+                status, took = await send(session, self._base, small)
+                if status == 200:
+                    self.latencies.append(took)
+                await asyncio.sleep(0.01)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
 
 
 async def end_to_end(proxy: Service, cases: list[Body], reps: int, conc: int) -> list[str]:
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        stop = asyncio.Event()
-        stop_later = asyncio.get_running_loop().call_later(2.0, stop.set)
-        idle = await probe(session, proxy.base, stop)
-        stop_later.cancel()
+        with Prober(proxy.base) as idle:
+            await asyncio.sleep(2.0)
         for body in cases:  # warm: the proxy loads its encodings on first use
             await send(session, proxy.base, body)
         lines = [
             f"### (b) End to end, {conc} concurrent with small requests probing "
-            f"(idle small request: p50 {ms(median(idle))} ms, max {ms(max(idle))} ms)",
+            f"(idle small request: p50 {ms(median(idle.latencies))} ms, "
+            f"max {ms(max(idle.latencies))} ms)",
             "",
             "| body | status | one at a time: wall p50 ms | proxy CPU ms/req "
             f"| {conc} at once: all done ms | proxy CPU ms/req | small p50 ms "
@@ -284,15 +300,15 @@ async def end_to_end(proxy: Service, cases: list[Body], reps: int, conc: int) ->
                 walls.append(took)
                 statuses.add(status)
             one_cpu = (proxy.cpu_s() - cpu) / reps
-            stop = asyncio.Event()
-            prober = asyncio.create_task(probe(session, proxy.base, stop))
-            await asyncio.sleep(0.1)
-            cpu, start = proxy.cpu_s(), time.perf_counter()
-            batch = await asyncio.gather(*(send(session, proxy.base, body) for _ in range(conc)))
-            all_done = time.perf_counter() - start
-            many_cpu = (proxy.cpu_s() - cpu) / conc
-            stop.set()
-            small = await prober
+            with Prober(proxy.base) as prober:
+                await asyncio.sleep(0.1)
+                cpu, start = proxy.cpu_s(), time.perf_counter()
+                batch = await asyncio.gather(
+                    *(send(session, proxy.base, body) for _ in range(conc))
+                )
+                all_done = time.perf_counter() - start
+                many_cpu = (proxy.cpu_s() - cpu) / conc
+            small = prober.latencies
             statuses |= {s for s, _ in batch}
             lines.append(
                 f"| {body.name} | {'/'.join(map(str, sorted(statuses)))} | {ms(median(walls))} "
