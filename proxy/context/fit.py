@@ -8,10 +8,17 @@ bound is trimmed, with the cache-stable stepped rule, to the budget expressed in
 Counting stops once the decision is known (issue 17). Items are counted newest first until
 the body is over the budget by the low bound of every script class, or to the end. Counted to
 the end, the body is decided exactly as by a full count: its class, its bounds, trimmed or
-not. Known to be over early, it takes its correction from the class of the newest part
-counted (its class as a whole would need every item read); what the trim keeps lies inside
-that part, and the turns it drops are never counted (the stepped grid measures them in bytes,
-``stepped.py``). The trimmed body's raw count is the sum of its kept items' costs.
+not. Known to be over early, what the trim keeps lies inside the part counted, and the rest
+depends on the stepped grid (``stepped.byte_grid``):
+
+- a body of at most ``stepped.token_grid_bound(budget)`` text bytes is cut on the token grid,
+  where a full count cut it: it takes the correction of its class as a whole (script weights,
+  no counting), and the trim counts the older turns for the grid (not for a refusal, known
+  from the pinned messages and the newest turn);
+- a larger body is cut on the byte grid and takes the correction of the class of the newest
+  part counted; the turns the trim drops are never read.
+
+The trimmed body's raw count is the sum of its kept items' costs (never counted again).
 
 Error-driven (:func:`fit_retry`): after a context-length error, trim to the
 ``RetryBudget`` computed from the server's own figures (``overflow.retry_budget``).
@@ -31,7 +38,7 @@ from .correction import Bounds, CorrectionTable, Measured, exact_bounds
 from .counting import Api, BodyCounter, RawCount
 from .overflow import RetryBudget
 from .scripts import ScriptClass
-from .stepped import BYTES_PER_TOKEN, grid_weights, stable_step
+from .stepped import byte_grid, grid_step
 from .trim import ContextTooLarge, TrimResult, trim_anthropic, trim_openai, trim_responses
 
 __all__ = ["Fit", "Refused", "fit_request", "fit_retry"]
@@ -58,7 +65,11 @@ class Fit:
     breakpoints_dropped: int = 0
     cache_rewrite_tokens: int = 0
     counted: int = 0
-    """Items whose tokens were counted to decide, of all the body's items."""
+    """Items whose tokens were counted to decide (and for the token grid), of all the body's
+    items."""
+    byte_grid: bool = False
+    """Trimmed on the byte grid (a body over ``stepped.token_grid_bound``), not the token
+    grid."""
 
     @property
     def bounds(self) -> Bounds:
@@ -68,7 +79,8 @@ class Fit:
 class Refused(ContextTooLarge):
     """:class:`ContextTooLarge` in provider tokens, with the bounds of the part counted to know
     it: at least everything outside the items, the pinned messages and the newest turn, so a
-    lower bound of the whole body's when counting stopped early."""
+    lower bound of the whole body's when counting stopped early (with the correction of the
+    whole body's class on the token grid, of the part's on the byte grid)."""
 
     def __init__(self, needed: int, budget: int, measured: Measured) -> None:
         super().__init__(needed, budget)
@@ -96,9 +108,12 @@ def fit_request(
     measured = _measured(table, counter.script(range(start, len(counter.items))), tokens)
     if start == 0 and measured.bounds.low <= budget.tokens:
         return Fit(None, measured, budget.tokens, counter.raw(), counted=counter.counted)
+    grid = byte_grid(counter.items, budget.tokens)
+    if grid is None and start > 0:  # the token grid: the correction of the whole body's class
+        measured = _measured(table, counter.script(), tokens)
     ratio = measured.bounds.low_ratio
     raw_budget = math.floor(budget.tokens / ratio) if ratio > 0 else budget.tokens
-    return _trimmed(data, api, counter, measured, raw_budget, budget.tokens, share)
+    return _trimmed(data, api, counter, measured, raw_budget, budget.tokens, share, grid)
 
 
 def fit_retry(
@@ -115,7 +130,8 @@ def fit_retry(
     counter = BodyCounter(data, api, registry, known=raw)
     low = measured.bounds.low
     provider_budget = retry.server_budget if retry.server_budget is not None else low
-    return _trimmed(data, api, counter, measured, retry.tokens, provider_budget, share)
+    grid = byte_grid(counter.items, provider_budget)
+    return _trimmed(data, api, counter, measured, retry.tokens, provider_budget, share, grid)
 
 
 def _measured(table: CorrectionTable | None, script: ScriptClass, raw: int) -> Measured:
@@ -132,16 +148,17 @@ def _trimmed(
     raw_budget: int,
     provider_budget: int,
     share: float,
+    grid: list[int] | None,
 ) -> Fit:
+    """Trim to ``raw_budget`` on ``grid`` (``stepped.byte_grid``; None: the token grid)."""
     key = _ITEMS_KEY[api]
     items = counter.items
     ratio = measured.bounds.low_ratio
     try:
         if not items:
             raise ContextTooLarge(counter.fixed, raw_budget)
-        step = stable_step(raw_budget, share) * BYTES_PER_TOKEN
+        step = grid_step(raw_budget, share, grid)
         trim = _TRIMMERS[api]
-        grid = grid_weights(items)
         result: TrimResult = trim(
             items, raw_budget, counter.costs, counter.fixed, step=step, grid=grid
         )
@@ -156,6 +173,7 @@ def _trimmed(
         breakpoints_dropped=result.breakpoints_dropped,
         cache_rewrite_tokens=result.cache_rewrite_tokens,
         counted=counter.counted,
+        byte_grid=grid is not None,
     )
 
 

@@ -24,9 +24,10 @@ requests of the conversation keep the same cut (the same prompt prefix, a warm p
 cache) until the budget is reached again.
 
 Costs are read newest first and only as far as the decision needs: the pinned messages and
-the newest turn, then older turns until one no longer fits (and, without a ``grid``, every
-turn, since the grid is then made of their costs). A lazy sequence of costs (``counting.
-BodyCounter.costs``) is therefore never asked for the turns a trim drops unseen.
+the newest turn (all that a refusal reads), then older turns until one no longer fits, and
+then, for a stepped cut without a ``grid``, every turn, since the grid is made of their costs.
+A lazy sequence of costs (``counting.BodyCounter.costs``) is therefore never asked for the
+turns a trim on a ``grid`` (or turn by turn) drops unseen.
 
 Anthropic ``cache_control`` breakpoints: the trimmer never moves, adds or removes one, and
 never touches ``system``/``tools`` (their breakpoints stay warm). A cut happens only when the
@@ -148,8 +149,10 @@ def _trim(
         tokens += unit_costs[u]
     else:
         return None
-    sizes = costs if grid is None else grid
-    cut = grid_cut([sum(sizes[i] for i in unit) for unit in units], fewest, step)
+    cut = fewest
+    if step > 0:  # the grid: every unit's size (without a ``grid``, every unit's cost)
+        sizes = costs if grid is None else grid
+        cut = grid_cut([sum(sizes[i] for i in unit) for unit in units], fewest, step)
     tokens -= sum(unit_costs[u] for u in range(fewest, cut))
     evicted = {i for unit in units[:cut] for i in unit}
     keep = [i for i in range(len(messages)) if i not in evicted]

@@ -124,7 +124,7 @@ def test_gpt5_over_272k_input_is_trimmed_under_the_cap() -> None:
     assert out.body is not None
     assert out.bounds.raw == raw_count(out.body, Api.CHAT).tokens <= budget.tokens < 272_000
     assert CountMethod.EXACT == out.bounds.method
-    assert out.counted < len(messages)  # the turns dropped unseen were not counted
+    assert not out.byte_grid and out.counted == len(messages)  # 1.4 MB: under the bound
 
 
 def test_too_large_is_reported_in_provider_tokens() -> None:
@@ -235,6 +235,7 @@ def test_a_2000_message_body_over_budget_is_counted_only_as_far_as_the_decision_
     table = None if model == "gpt-4o" else PRIOR_TABLE
     out = fit_request(data, Api.CHAT, table, budget, 0.7, SMALL)
     assert out.body is not None and out.removed > 1900
+    assert out.byte_grid  # far over the token grid's bound
     assert len(calls) == out.counted < 200  # not 2,000
     assert raw_count(out.body, Api.CHAT, SMALL) == out.raw  # the kept items' costs, no recount
     assert out.bounds.low <= budget.tokens
@@ -277,3 +278,97 @@ def test_the_decision_is_the_full_counts_decision(lang: str, turns: int) -> None
     else:
         assert out.bounds.low <= budget.tokens
         assert raw_count(out.body, Api.CHAT, SMALL) == out.raw
+
+
+# ---------------------------------------------------------------- the stepped grid
+
+import math  # noqa: E402
+
+from proxy.context.stepped import choose_cut, grid_weights, stable_step, token_grid_bound  # noqa: E402
+
+
+def cut_before_issue_17(data: dict[str, Any], budget: int, table: CorrectionTable | None) -> int:
+    """Messages the trim evicted before issue 17: the whole body counted, the raw budget from
+    the whole body's class, ``choose_cut`` on every turn's token cost."""
+    raw = raw_count(data, Api.CHAT, SMALL)
+    ratio = 1.0 if table is None else Correction(PRIORS[raw.script]).bounds(raw.tokens).low_ratio
+    raw_budget = math.floor(budget / ratio)
+    units: list[list[int]] = []
+    for i, msg in enumerate(data["messages"]):
+        if msg["role"] != "system":
+            if not units or msg["role"] == "user":
+                units.append([])
+            units[-1].append(i)
+    units.pop()  # the newest turn stays
+    costs = [sum(raw.items[i] for i in unit) for unit in units]
+    cut = choose_cut(costs, raw.tokens - raw_budget, stable_step(raw_budget, 0.7))
+    assert cut is not None
+    return sum(len(unit) for unit in units[:cut])
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "small-model"])
+def test_under_the_bound_every_cut_is_where_the_token_grid_put_it_before_issue_17(
+    model: str,
+) -> None:
+    """A conversation growing turn by turn, Korean then English (its newest part's class is
+    not the whole body's), under the token grid's bound: every request trims exactly the
+    messages the full count and choose_cut on token costs trimmed, and every message is
+    counted (the token grid needs them all)."""
+    history = conversation("ko", 40, seed=3)[:-1] + conversation("en", 40, seed=4)
+    budget = Budget(1500, 2048, 512, BudgetLimit.ROUTE_CAP)
+    assert sum(grid_weights(history)) < token_grid_bound(budget.tokens)
+    table = None if model == "gpt-4o" else PRIOR_TABLE
+    trimmed = 0
+    for t in range(10, 81):
+        data = {"model": model, "messages": [{"role": "system", "content": "Be brief."}]}
+        data["messages"] += history[: 2 * t + 1]
+        try:
+            out = fit_request(data, Api.CHAT, table, budget, 0.7, SMALL)
+        except Refused:
+            with pytest.raises(ContextTooLarge):
+                cut_before_issue_17(data, budget.tokens, table)
+            continue
+        if out.body is None:
+            continue
+        trimmed += 1
+        assert not out.byte_grid
+        assert out.removed == cut_before_issue_17(data, budget.tokens, table)
+        assert out.counted == len(data["messages"])
+        assert raw_count(out.body, Api.CHAT, SMALL) == out.raw
+    assert trimmed > 40
+
+
+def test_the_newest_turn_alone_over_is_refused_after_counting_little_under_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the token grid too: a refusal needs the pinned messages and the newest turn only."""
+    data = long_history(200, "gpt-4o", newest="word " * 4000)
+    budget = Budget(3000, 128_000, 4096, BudgetLimit.ROUTE_CAP)
+    assert sum(grid_weights(data["messages"])) < token_grid_bound(budget.tokens)
+    calls = spy_counts(monkeypatch)
+    with pytest.raises(Refused):
+        fit_request(data, Api.CHAT, None, budget, 0.7, SMALL)
+    assert len(calls) <= 3
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "small-model"])
+def test_over_the_bound_the_byte_grid_spares_the_old_turns(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same history, once under the bound (every message counted for the token grid) and
+    once over it (a smaller budget: the turns the trim drops are never counted)."""
+    data = long_history(600, model)
+    size = sum(grid_weights(data["messages"]))
+    table = None if model == "gpt-4o" else PRIOR_TABLE
+    calls = spy_counts(monkeypatch)
+    under = Budget(size // 32 + 1, 128_000, 4096, BudgetLimit.ROUTE_CAP)
+    out = fit_request(data, Api.CHAT, table, under, 0.7, SMALL)
+    assert out.body is not None and not out.byte_grid
+    assert len(calls) == out.counted == len(data["messages"])
+    calls.clear()
+    over = Budget(size // 32 - 1, 128_000, 4096, BudgetLimit.ROUTE_CAP)
+    out = fit_request(data, Api.CHAT, table, over, 0.7, SMALL)
+    assert out.body is not None and out.byte_grid
+    assert len(calls) == out.counted < len(data["messages"])
+    if table is None:  # an exact count reads about the kept part (prior bounds: ~4x it)
+        assert out.counted < len(data["messages"]) - out.removed + 50
