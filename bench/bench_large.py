@@ -6,12 +6,16 @@ Bodies (``large_bodies.py``): ``--mb`` MB long-history conversations over the bu
 (128k window, exact o200k count), on claude-sonnet-4-5 (Anthropic Messages, cl100k + prior
 bounds) and on a model the registry does not know (cl100k + prior bounds, the route gives a
 128k window); a 300 KB gpt-4o conversation that fits (too big for the byte peek, so it is
-counted); and a ``--mb`` MB gpt-4o body whose newest message alone is over (refused, 400).
+counted); a ``--mb`` MB gpt-4o body whose newest message alone is over (refused, 400); and
+gpt-4o and Claude bodies whose text is just under and just over the stepped grid's bound
+for their budget (``stepped.token_grid_bound``, ~4 and ~6.4 MB: the token grid counts every
+turn, the byte grid does not).
 
 (a) In-process, CPU time per stage of the checkout's path (JSON parse as ``Exchange`` does
     it; before issue 17 ``raw_count`` of the whole body, ``fit_request``, ``json_bytes`` of the
     trimmed body and ``raw_count`` of it again; since, ``fit_request`` counting only what the
-    decision needs, and ``json_bytes``), the items counted, then the plugin's whole
+    decision needs, and ``json_bytes``), the items counted, the stepped grid of a trimmed
+    body (tokens or bytes; - when the checkout does not say), then the plugin's whole
     ``on_request`` (process CPU, its counting thread included, and wall time; median of
     ``--reps``).
 (b) End to end: the fake upstream (``python -m proxy.fake_upstream``) behind ``python -m
@@ -57,7 +61,7 @@ from large_bodies import UNKNOWN_MODEL, UNKNOWN_WINDOW, Body, bodies  # noqa: E4
 from procs import Service, announced, free_port, load_average, spawn, start_proxy  # noqa: E402
 
 from proxy.config import Context, Route, Upstream  # noqa: E402
-from proxy.context import tokens  # noqa: E402
+from proxy.context import stepped, tokens  # noqa: E402
 from proxy.context.budget import input_budget, requested_output  # noqa: E402
 from proxy.context.correction import Corrections, MemorySampleStore  # noqa: E402
 from proxy.context.counting import Api, raw_count  # noqa: E402
@@ -142,6 +146,8 @@ def stages(body: Body) -> dict[str, float]:
         if isinstance(fit, ContextTooLarge):
             return out
         out["counted"] = fit.counted
+        if hasattr(fit, "byte_grid") and fit.body is not None:
+            out["byte_grid"] = float(fit.byte_grid)
     else:
         out["raw_count"], raw = _timed(raw_count, data, api, registry)
         measured = asyncio.run(corrections.measure("x", facts.name, raw))
@@ -194,20 +200,21 @@ def in_process(cases: list[Body], reps: int) -> list[str]:
         f"### (a) In-process CPU, ms (median of {reps}; - : a stage this checkout does not run)",
         "",
         "| body | messages | MB | " + " | ".join(STAGES) + " | stages sum | items counted "
-        "| plugin CPU | plugin wall | status | trimmed | out KB |",
-        "|---|---|---|" + "---|" * (len(STAGES) + 7),
+        "| grid | plugin CPU | plugin wall | status | trimmed | out KB |",
+        "|---|---|---|" + "---|" * (len(STAGES) + 8),
     ]
     for body in cases:
         runs = [stages(body) for _ in range(reps)]
         stage = {s: median([r[s] for r in runs if s in r]) for s in STAGES}
         total = sum(v for v in stage.values() if v == v)
         counted = runs[-1].get("counted")
+        grid = {0.0: "tokens", 1.0: "bytes"}.get(runs[-1].get("byte_grid", -1.0), "-")
         plug = asyncio.run(plugin_runs(body, reps))
         cells = [ms(v) if v == v else "-" for v in stage.values()]
         lines.append(
             f"| {body.name} | {body.messages:,} | {len(body.raw) / 1e6:.1f} | "
             + " | ".join(cells)
-            + f" | {ms(total)} | {'-' if counted is None else f'{counted:,.0f}'} "
+            + f" | {ms(total)} | {'-' if counted is None else f'{counted:,.0f}'} | {grid} "
             f"| {ms(median([p['cpu'] for p in plug]))} "
             f"| {ms(median([p['wall'] for p in plug]))} | {plug[-1]['status']} "
             f"| {plug[-1]['trimmed']:,} | {plug[-1]['out_kb']:,.0f} |"
@@ -339,6 +346,18 @@ def run_services(workdir: Path) -> tuple[Service, Service]:
         raise
 
 
+def grid_bounds() -> dict[str, int]:
+    """The stepped grid's bound for gpt-4o's and Claude's budgets (``stepped.token_grid_bound``;
+    32 bytes per budget token for a checkout without one)."""
+    out = {}
+    for model in ("gpt-4o", "claude-sonnet-4-5"):
+        budget = input_budget(DEFAULT_REGISTRY.facts(model), CONTEXT, 1024)
+        assert budget is not None
+        bound = getattr(stepped, "token_grid_bound", None)
+        out[model] = bound(budget.tokens) if bound is not None else 32 * budget.tokens
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=24.0)
@@ -351,7 +370,7 @@ def main() -> int:
     args = parser.parse_args()
     tokens.get_encoding("o200k_base")
     tokens.get_encoding("cl100k_base")
-    cases = bodies(args.mb, args.fits_kb)
+    cases = bodies(args.mb, args.fits_kb, grid_bounds())
     if args.profile is not None:
         profile(next(b for b in cases if args.profile in b.name))
         return 0

@@ -96,14 +96,51 @@ def anthropic_messages(target_bytes: int, seed: int = 2) -> list[dict[str, Any]]
     return msgs
 
 
+def text_bytes(value: Any) -> int:
+    """The UTF-8 bytes of the strings in ``value`` (keys not included): what the proxy's
+    stepped grid measures (``stepped.grid_weights``)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return sum(text_bytes(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(text_bytes(v) for v in value)
+    return 0
+
+
+def around(messages: list[dict[str, Any]], bound: int) -> tuple[list[Any], list[Any]]:
+    """The longest history made of ``messages``' pinned head and newest turns whose text is
+    at most ``bound`` bytes, and the same with one more turn (just over)."""
+    head = [m for m in messages[:1] if m.get("role") == "system"]
+    starts = [i for i, m in enumerate(messages) if i >= len(head) and _turn_start(m)]
+    size = text_bytes(head) + text_bytes(messages[starts[-1] :])
+    under = len(starts) - 1
+    while under > 0 and size + text_bytes(messages[starts[under - 1] : starts[under]]) <= bound:
+        under -= 1
+        size += text_bytes(messages[starts[under] : starts[under + 1]])
+    if under == 0:
+        raise ValueError("messages too short for the bound")
+    return head + messages[starts[under] :], head + messages[starts[under - 1] :]
+
+
+def _turn_start(msg: dict[str, Any]) -> bool:
+    """A user message that is not tool results (chat or Anthropic)."""
+    content = msg.get("content")
+    results = isinstance(content, list) and any(b.get("type") == "tool_result" for b in content)
+    return msg.get("role") == "user" and not results
+
+
 def _dump(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def bodies(mb: float, fits_kb: int = 300) -> list[Body]:
+def bodies(mb: float, fits_kb: int = 300, bounds: dict[str, int] | None = None) -> list[Body]:
     """The bench's cases: three over-budget bodies of ``mb`` MB (gpt-4o, Claude, a model the
     registry does not know), one of ``fits_kb`` KB that fits gpt-4o's window, and one of
-    ``mb`` MB whose newest message alone is over the budget (refused)."""
+    ``mb`` MB whose newest message alone is over the budget (refused). ``bounds``: for
+    ``gpt-4o`` and ``claude-sonnet-4-5``, two bodies whose text is just under (the token grid)
+    and just over (the byte grid) this many bytes, the stepped grid's bound for the model's
+    budget."""
     size = int(mb * 1e6)
     chat, msgs = "/v1/chat/completions", "/v1/messages"
     out = []
@@ -125,6 +162,16 @@ def bodies(mb: float, fits_kb: int = 300) -> list[Body]:
     small = chat_messages(fits_kb * 1000, seed=4)
     raw = _dump({"model": "gpt-4o", "messages": small, "max_tokens": 1024})
     out.append(Body(f"chat gpt-4o fits, {fits_kb} KB", "/openai", chat, raw, len(small), 200))
+    for model, bound in (bounds or {}).items():
+        anthropic = model.startswith("claude")
+        make = anthropic_messages if anthropic else chat_messages
+        longer = make(int(bound * 1.2), seed=6)
+        for side, part in zip(("under", "over"), around(longer, bound), strict=True):
+            body: dict[str, Any] = {"model": model, "messages": part, "max_tokens": 1024}
+            mb_text = f"{text_bytes(part) / 1e6:.2f} MB of text"
+            name = f"{model}, just {side} the grid bound ({mb_text})"
+            prefix, path = ("/anthropic", msgs) if anthropic else ("/openai", chat)
+            out.append(Body(name, prefix, path, _dump(body), len(part), 200))
     huge = text("en", random.Random(5), 12_000)  # ~1 MB, ~200k tokens: over any 128k budget
     refused = [*history[:-1], {"role": "user", "content": huge}]
     raw = _dump({"model": "gpt-4o", "messages": refused, "max_tokens": 1024})

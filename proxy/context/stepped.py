@@ -25,13 +25,15 @@ Two grids, chosen by the size of the body (:func:`byte_grid`):
   conversation far over its budget the evicted turns are most of the body (issue 17: a 24 MB
   history over a 128k budget), and counting them would cost seconds of CPU. Bytes per token
   vary with the script and the tokenizer (about 2 to 9, docs/context-counting.md), so a jump
-  sheds between about half and twice ``step`` tokens, and the cut moves more often than on
-  the token grid. The kept part always fits: which turns must go is decided by their tokens.
+  sheds between about half and twice ``step`` tokens (less where tokens are longer than 4
+  bytes, so the cut moves more often there). The kept part always fits: which turns must go
+  is decided by their tokens.
 
 A body uses the token grid while its text is at most :func:`token_grid_bound` bytes, the byte
-grid beyond. The bound depends only on the budget, and a conversation's history only grows,
-so a conversation switches grids once in its life (one cache miss: the cut moves from a token
-grid point to a byte grid point), when its client-sent history first passes the bound.
+grid beyond. The bound depends only on the route's budget (in provider tokens, which learning
+does not move), and a conversation's history only grows, so a conversation switches grids
+once in its life, when its client-sent history first passes the bound: one cache miss (the
+cut moves from a token grid point to a byte grid point), then the byte grid's hits.
 
 The step must not wobble with the budget (the budget in raw tokens moves a little whenever
 the learned token correction is updated), so :func:`stable_step` rounds it down to a
@@ -66,20 +68,23 @@ BYTES_PER_TOKEN = 4
 """The step in bytes of :func:`grid_weights`: about what a token covers in English and code."""
 GRID_TOKEN_MAX_BYTES_PER_BUDGET_TOKEN = 32
 """The token grid for a body of at most this many text bytes per budget token (~8x the
-budget at 4 bytes per token). Counting every turn costs CPU in proportion to the body, the
-decision alone in proportion to the budget (an exact count reads about the budget's tokens,
-a corrected one up to ~4x them): up to this bound the token grid costs at most ~8x what the
-decision costs, for as long as a conversation is within a few budgets, where most trimmed
-requests are, and keeps their cache hits (``bench_context.py``: 93.8 % of requests after the
-first trim, against 90.4 % on the byte grid, billed input 7-17 % lower; its 5-budget
-conversation stays under the bound). Measured here (``bench_large.py``): counting every turn
-takes ~120 ms per MB (o200k) to ~210 ms per MB (cl100k with the script classes), so a gpt-4o
-body at its bound (~4 MB for a 128k budget) costs ~0.5 s more on the token grid than on the
-byte grid."""
+budget at 4 bytes per token: 4 MB for gpt-4o's 128k, 6.4 MB for Claude's 200k).
+
+Why: counting every turn costs CPU in proportion to the body, the decision alone in
+proportion to the budget (an exact count reads about the budget's tokens, a corrected one up
+to ~4x them), so up to this bound the token grid costs at most ~8x what the decision costs,
+and it keeps the cache hits of every conversation within a few budgets, where most trimmed
+requests are (``bench_context.py``: 93.8 % of requests after the first trim hit, against
+90.4 % on the byte grid, which bills 7-17 % more input; its 5-budget conversation stays
+under the bound). The price, measured with ``bench_large.py`` on 2 shared vCPUs: a gpt-4o body just
+under its bound costs ~0.55 s of CPU (~0.1 s just over it, on the byte grid; ~0.55 s before
+issue 17), a Claude body just under its bound ~1.4 s (~0.7 s over it; 2.6 s before)."""
 GRID_TOKEN_MAX_BYTES = 8_000_000
-"""The token grid's bound whatever the budget: a 1M-token window (gpt-4.1) would otherwise
-count every turn of a 32 MB body, seconds of CPU (issue 17). At most ~1-1.7 s of counting
-here; 200k-400k budgets (Claude, o3, gpt-5) are under it."""
+"""The token grid's bound whatever the budget. A 1M-token window (gpt-4.1) would otherwise
+count every turn of a body of up to 32 MB, ~4-7 s of CPU (issue 17's problem back); 8 MB is
+~1-1.7 s (~120 ms per MB with o200k, ~210 with cl100k and the script classes). Budgets up to
+250k tokens (Claude, o3) are under it; gpt-5's 272k is capped at ~7.4x its budget. Lower it
+to trade cache hits for CPU (4 MB: ~0.5-0.9 s at most)."""
 
 
 def stable_step(budget: int, share: float) -> int:
