@@ -4,13 +4,17 @@ Reproduce:  python bench/bench_context.py [--turns 300] [--window 16384] [--shar
 
 (a) Prompt-cache simulation: one conversation of ``--turns`` turns that outgrows the window,
     trimmed on every request by ``proxy.context.trim`` turn by turn (``step=0``) and in steps
-    (``stable_step(budget, share)``), each trimmed prompt accounted by the fake upstream's
-    prompt cache (``proxy.fake_upstream.caching``: 1,024-token blocks, per credential). Token
-    costs are the fake's own (``content.prompt_tokens``), so the window is exact. Reports the
-    share of requests after the first trim that read anything from the cache, the share of
-    their prompt tokens that were cached, and the billed input cost at gpt-4o prices (OpenAI
-    automatic caching) and at claude-sonnet-4-5 prices (a ``cache_control`` breakpoint on the
-    newest user message, as agent clients place it).
+    (``stable_step(budget, share)``; cut points on the grid of token costs, on the grid of
+    message bytes (issue 17), and on the proxy's choice between them: the token grid up to
+    ``stepped.token_grid_bound``, 32 bytes per budget token), each trimmed prompt accounted by
+    the fake
+    upstream's prompt cache (``proxy.fake_upstream.caching``: 1,024-token blocks, per
+    credential). Token costs are the fake's own (``content.prompt_tokens``), so the window is
+    exact. Reports the share of requests after the first trim that read anything from the
+    cache, the share of their prompt tokens that were cached, and the billed input cost at
+    gpt-4o prices (OpenAI automatic caching) and at claude-sonnet-4-5 prices (a
+    ``cache_control`` breakpoint on the newest user message, as agent clients place it). Run
+    again with twice the turns, whose history passes the bound: the proxy's grid switches once.
 (b) Needless trims: conversations of every corpus language sized to 90-100% of a budget by a
     tokenizer the proxy does not have (o200k_base stands in; the model is unknown to the
     registry), counted with the raw estimator (cl100k_base) and the learned-correction bounds.
@@ -29,7 +33,7 @@ import asyncio
 import random
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ from proxy.context.corpus import LANGUAGES, conversation
 from proxy.context.corpus import text as corpus_text
 from proxy.context.correction import CorrectionKey, Corrections, MemorySampleStore
 from proxy.context.counting import Api, raw_count
-from proxy.context.stepped import stable_step
+from proxy.context.stepped import byte_grid, grid_step, grid_weights
 from proxy.context.trim import trim_anthropic, trim_openai
 from proxy.fake_upstream.caching import PromptCache
 from proxy.fake_upstream.content import TOKENS_PER_MESSAGE, words
@@ -70,6 +74,10 @@ class CacheRun:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
+    hit_log: list[bool] = field(default_factory=list)
+    """Per request after the first trim: did it read from the cache."""
+    byte_grid_from: int | None = None
+    """Where in ``hit_log`` the byte grid began (None: never used)."""
 
     def row(self, name: str) -> str:
         hit = self.hits / self.after_first_trim if self.after_first_trim else 0.0
@@ -88,8 +96,20 @@ def with_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def simulate(
-    provider: str, turns: int, window: int, share: float, stepped: bool, system_words: int
+    provider: str,
+    turns: int,
+    window: int,
+    share: float,
+    stepped: bool,
+    system_words: int,
+    *,
+    grid: str = "tokens",
 ) -> CacheRun:
+    """``grid`` (stepped): cut points on the grid of token costs (``tokens``), of message
+    bytes (``bytes``, issue 17), or the proxy's choice between the two for each request
+    (``proxy``: ``stepped.byte_grid``, bytes once the history passes the bound)."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid: one of {GRIDS}")
     model = "gpt-4o" if provider == "openai" else "claude-sonnet-4-5"
     price = DEFAULT_REGISTRY.facts(model).price
     assert price is not None
@@ -100,19 +120,17 @@ def simulate(
     cache = PromptCache()
     run = CacheRun()
     trimmed_once = False
-    step = stable_step(budget, share) if stepped else 0
     for t in range(turns):
         msgs = history[: 2 * t + 1]  # the turns so far and the new question
+        items = [{"role": "system", "content": system}, *msgs] if provider == "openai" else msgs
+        sizes = _grid(grid, items, budget)
+        step = grid_step(budget, share, sizes) if stepped else 0
         if provider == "openai":
-            body: dict[str, Any] = {
-                "model": model,
-                "messages": [{"role": "system", "content": system}, *msgs],
-            }
-            out = trim_openai(body["messages"], budget, fake_cost, 3, step=step)
-            payload = {"model": model, "messages": out.messages}
+            out = trim_openai(items, budget, fake_cost, 3, step=step, grid=sizes)
+            payload: dict[str, Any] = {"model": model, "messages": out.messages}
         else:
             fixed = TOKENS_PER_MESSAGE + len(system.split())
-            out = trim_anthropic(msgs, budget, fake_cost, fixed, step=step)
+            out = trim_anthropic(msgs, budget, fake_cost, fixed, step=step, grid=sizes)
             payload = {"model": model, "system": system, "messages": with_breakpoint(out.messages)}
         use = cache.use("credential", provider, payload)
         prompt = fake_cost({"content": system}) + sum(fake_cost(m) for m in out.messages)
@@ -121,6 +139,9 @@ def simulate(
         if trimmed_once:
             run.after_first_trim += 1
             run.hits += use.read > 0
+            run.hit_log.append(use.read > 0)
+            if stepped and sizes is not None and run.byte_grid_from is None:
+                run.byte_grid_from = len(run.hit_log) - 1
             run.prompt_tokens += prompt
             run.cached_tokens += use.read
         read_rate = price.cached_input if price.cached_input is not None else price.input
@@ -130,6 +151,15 @@ def simulate(
             fresh * price.input + use.read * read_rate + use.written * write_rate
         ) / 1e6
     return run
+
+
+GRIDS = ("tokens", "bytes", "proxy")
+
+
+def _grid(grid: str, items: list[dict[str, Any]], budget: int) -> list[int] | None:
+    if grid == "proxy":
+        return byte_grid(items, budget)
+    return grid_weights(items) if grid == "bytes" else None
 
 
 # ---------------------------------------------------------------- (b) needless trims
@@ -212,11 +242,16 @@ def cache_report(turns: int, window: int, share: float, system_words: int) -> li
         "| prompt tokens cached | billed input |",
         "|---|---|---|---|---|",
     ]
+    modes = (("turn-wise", False, "tokens"), ("stepped, token grid", True, "tokens"))
+    modes += (("stepped, byte grid", True, "bytes"), ("stepped, the proxy's grid", True, "proxy"))
     for provider in ("openai", "anthropic"):
-        for stepped in (False, True):
-            run = simulate(provider, turns, window, share, stepped, system_words)
-            name = f"{provider} {'stepped' if stepped else 'turn-wise'}"
-            lines.append(run.row(name))
+        for mode, stepped, grid in modes:
+            args = (provider, turns, window, share, stepped, system_words)
+            run = simulate(*args, grid=grid)
+            switch = ""
+            if grid == "proxy" and run.byte_grid_from is not None:
+                switch = f" (bytes from request {run.byte_grid_from + 1})"
+            lines.append(run.row(f"{provider} {mode}{switch}"))
     return lines
 
 
@@ -253,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=4000, help="(b): the input budget")
     parser.add_argument("--per-language", type=int, default=20, help="(b): conversations")
     args = parser.parse_args(argv)
-    print("\n".join(cache_report(args.turns, args.window, args.share, args.system_words)))
-    print()
+    for turns in (args.turns, 2 * args.turns):  # the longer one passes the token grid's bound
+        print("\n".join(cache_report(turns, args.window, args.share, args.system_words)))
+        print()
     print("\n".join(needless_report(args.budget, args.per_language)))
     return 0
 

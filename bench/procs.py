@@ -234,8 +234,9 @@ class RssSampler:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_proxy(workdir: Path, name: str, raw: dict[str, Any]) -> Service:
-    """``python -m proxy`` from this checkout with config ``raw``, once its /healthz answers."""
+def start_proxy(workdir: Path, name: str, raw: dict[str, Any], *, root: Path = ROOT) -> Service:
+    """``python -m proxy`` from checkout ``root`` (this one by default) with config ``raw``,
+    once its /healthz answers."""
     port = raw["listen"]["port"]
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -244,7 +245,7 @@ def start_proxy(workdir: Path, name: str, raw: dict[str, Any]) -> Service:
     with log.open("wb") as out:  # straight to the file: its lines are read during the run
         proc = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=root,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,6 @@ and the metrics from them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -18,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from .config import Upstream
+from .jsonbytes import loads_body
 from .outcomes import (
     Attempt,
     ClientKeyOutcome,
@@ -133,7 +133,7 @@ class Exchange:
             self._json = None
             if self.original_body:
                 try:
-                    self._json = json.loads(self.original_body)
+                    self._json = loads_body(self.original_body)
                 except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                     self.json_error = _short_reason(exc)
         return self._json

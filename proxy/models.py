@@ -128,6 +128,9 @@ class ModelRegistry:
                 table.setdefault(normalize(name), ModelSpec())
         self._rows = table
         self._memo: dict[str, ModelFacts] = {}
+        sizes = [n for spec in table.values() for n in (spec.window, spec.max_input) if n]
+        self.largest_input = max(sizes, default=0)
+        """The largest window or input cap of any row: no model's input budget is larger."""
 
     def extended(self, rows: Mapping[str, ModelSpec], labels: Iterable[str] = ()) -> ModelRegistry:
         """A new registry: ``rows`` replace the facts they state, new names are added."""

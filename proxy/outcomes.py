@@ -150,14 +150,19 @@ class ContextOutcome:
     """What the context budget decided: how the prompt was counted and what was trimmed."""
 
     prompt_tokens_est: int
-    """The point estimate of what went upstream (after a trim, of the trimmed body)."""
+    """The point estimate of what went upstream (after a trim, of the trimmed body). Refused
+    (400 context_length_exceeded): what the newest turn, the pinned messages and the rest
+    that is never trimmed need on their own."""
     count_method: str
     """``tiktoken`` (exact), ``prior``, ``learned`` or ``count_tokens``."""
     budget: int
     trimmed_messages: int = 0
     low: int | None = None
-    """The most favourable count: trimming happens only when even this is over budget."""
+    """The most favourable count: trimming happens only when even this is over budget.
+    Refused: of the part counted before the refusal was certain (the body is counted newest
+    first, only as far as the decision needs), so a lower bound of the whole body's."""
     high: int | None = None
+    """The least favourable count, of the same part as ``low``."""
     retried: bool = False
     """Trimmed after the upstream's own context-length error, and sent once more."""
     breakpoints_dropped: int = 0

@@ -39,6 +39,7 @@ __all__ = [
     "Bounds",
     "Correction",
     "CorrectionKey",
+    "CorrectionTable",
     "Corrections",
     "CountMethod",
     "Measured",
@@ -198,6 +199,25 @@ class Measured:
     key: CorrectionKey | None
 
 
+@dataclass(frozen=True, slots=True)
+class CorrectionTable:
+    """Every script class's correction for one (upstream, model): what counting a body needs
+    before it knows the body's class (known only once the body, or its newest part, is read)."""
+
+    upstream: str
+    model: str
+    corrections: Mapping[ScriptClass, Correction]
+
+    def floor_ratio(self) -> float:
+        """The smallest low-bound ratio of any class: a body of at least N raw tokens has a low
+        bound of at least floor(N x this), whatever its class turns out to be."""
+        return min(math.exp(c.log_interval()[0]) for c in self.corrections.values())
+
+    def measured(self, script: ScriptClass, raw: int) -> Measured:
+        key = CorrectionKey(self.upstream, self.model, script)
+        return Measured(self.corrections[script].bounds(raw), key)
+
+
 class SampleStore(Protocol):
     """Where samples are shared: the last ``keep`` values per key, oldest dropped first."""
 
@@ -266,6 +286,11 @@ class Corrections:
             return Measured(exact_bounds(raw.tokens), None)
         key = CorrectionKey(upstream, model, raw.script)
         return Measured(await self.bounds(key, raw.tokens), key)
+
+    async def table(self, upstream: str, model: str) -> CorrectionTable:
+        """Every class's current correction for ``model`` (the registry's normalised name)."""
+        found = {s: await self.get(CorrectionKey(upstream, model, s)) for s in ScriptClass}
+        return CorrectionTable(upstream, model, found)
 
     async def low_ratio_ceiling(self, upstream: str, model: str) -> float:
         """The largest low-bound ratio over every script class of this model: a body of N

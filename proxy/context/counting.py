@@ -4,7 +4,8 @@
 else cl100k_base with no inflation: the number ``correction.py`` learns to correct. Counts
 come as ``fixed + sum(items)``, where items are the elements trimming may drop (``messages``
 for chat and Anthropic, ``input`` for the Responses API), so a trimmed body's count is known
-without counting it again.
+without counting it again. :class:`BodyCounter` counts items only when asked (a body far over
+its budget needs its newest items counted, not the ones trimming drops unseen).
 
 The Responses API (``input`` items) is counted like chat messages: 3 tokens per item plus
 its text; ``function_call`` counts name and arguments, ``function_call_output`` its output,
@@ -15,18 +16,17 @@ and tools are fixed (tools by the cookbook rule when flat, else by their JSON).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 import tiktoken
 
 from proxy.context import images
-from proxy.context.scripts import ScriptClass, script_of
+from proxy.context.scripts import ScriptClass, add_weights, dominant, script_weights
 from proxy.context.tokens import (
-    ANTHROPIC_TOOL_PROMPT_TOKENS,
-    _anthropic_content,
+    _anthropic_fixed,
     _anthropic_message_tally,
     _openai_fixed_tally,
     _openai_functions,
@@ -36,7 +36,7 @@ from proxy.context.tokens import (
 )
 from proxy.models import DEFAULT_REGISTRY, ModelRegistry
 
-__all__ = ["Api", "RawCount", "api_for", "raw_count"]
+__all__ = ["Api", "BodyCounter", "RawCount", "api_for", "raw_count"]
 
 
 class Api(StrEnum):
@@ -81,38 +81,95 @@ def raw_count(
     body: Mapping[str, Any], api: Api, registry: ModelRegistry = DEFAULT_REGISTRY
 ) -> RawCount:
     """Count ``body`` (pure CPU work: run big bodies off the event loop)."""
-    model = body.get("model") if isinstance(body.get("model"), str) else None
-    tokenizer = registry.facts(model).tokenizer
-    enc = get_encoding(tokenizer.encoding)
-    if api is Api.MESSAGES:
-        fixed, items = _anthropic(enc, body)
-        text: Any = [body.get("system"), body.get("messages")]
-    elif api is Api.RESPONSES:
-        fixed, items = _responses(enc, body)
-        text = [body.get("instructions"), body.get("input")]
-    else:
-        fixed = _openai_fixed_tally(enc, body).total(1.0)
-        items = tuple(_openai_message_tally(enc, m).total(1.0) for m in _list(body, "messages"))
-        text = body.get("messages")
-    script = ScriptClass.LATIN if tokenizer.exact else script_of(text)
-    return RawCount(fixed, items, tokenizer.exact, script)
+    return BodyCounter(body, api, registry).raw()
 
 
-def _list(body: Mapping[str, Any], key: str) -> list[Any]:
-    value = body.get(key)
-    return value if isinstance(value, list) else []
+class BodyCounter:
+    """One body's raw count, item by item on demand: ``fixed`` at once, ``costs[i]`` when first
+    read (then kept). For a model without its own tokenizer each counted item also leaves its
+    script weights, so the class of any counted part is known without looking at the rest."""
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        api: Api,
+        registry: ModelRegistry = DEFAULT_REGISTRY,
+        *,
+        known: RawCount | None = None,
+    ) -> None:
+        """``known``: this body's full count, already made (nothing is counted again)."""
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        tokenizer = registry.facts(model).tokenizer
+        self.exact = tokenizer.exact
+        self._enc = get_encoding(tokenizer.encoding)
+        self._item = _ITEM[api]
+        value = body.get("input" if api is Api.RESPONSES else "messages")
+        self.items: list[Any] = value if isinstance(value, list) else []
+        self.fixed = _FIXED[api](self._enc, body) if known is None else known.fixed
+        """Everything trimming never drops (for a string ``input``: all of it)."""
+        outside = [] if api is Api.CHAT else [body.get(_OUTSIDE_TEXT[api])]
+        if not isinstance(value, list):
+            outside.append(value)
+        self._outside = {} if self.exact else script_weights(outside)
+        self._costs: list[int | None] = [None] * len(self.items)
+        if known is not None:
+            if len(known.items) != len(self.items):
+                raise ValueError("one cost per item")
+            self._costs = list(known.items)
+        self._weights: list[dict[ScriptClass, int] | None] = [None] * len(self.items)
+        self.counted = 0
+        """Items counted so far (those given as ``known`` are not)."""
+        self.costs: Sequence[int] = _LazyCosts(self)
+        """Item costs as a sequence (trimming takes one); each counted when first read."""
+
+    def cost(self, i: int) -> int:
+        found = self._costs[i]
+        if found is None:
+            found = self._costs[i] = self._item(self._enc, self.items[i])
+            self.counted += 1
+        return found
+
+    def script(self, items: Iterable[int] | None = None) -> ScriptClass:
+        """The class of what is outside the items plus ``items`` (all of them by default),
+        as :func:`scripts.script_of` gives it; LATIN for a model counted exactly."""
+        if self.exact:
+            return ScriptClass.LATIN
+        weights = dict(self._outside)
+        for i in range(len(self.items)) if items is None else items:
+            found = self._weights[i]
+            if found is None:
+                found = self._weights[i] = script_weights(self.items[i])
+            add_weights(weights, found)
+        return dominant(weights)
+
+    def raw(self, items: Sequence[int] | None = None) -> RawCount:
+        """The count of the body made of ``items`` (all by default) and what is outside them."""
+        picked = range(len(self.items)) if items is None else items
+        costs = tuple(self.cost(i) for i in picked)
+        return RawCount(self.fixed, costs, self.exact, self.script(picked))
 
 
-def _anthropic(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> tuple[int, tuple[int, ...]]:
-    tally = _Tally(enc)
-    _anthropic_content(tally, body.get("system"))
-    tools = body.get("tools")
-    has_tools = isinstance(tools, list) and bool(tools)
-    if has_tools:
-        tally.add_json(tools)
-    fixed = tally.total(1.0) + (ANTHROPIC_TOOL_PROMPT_TOKENS if has_tools else 0)
-    items = tuple(_anthropic_message_tally(enc, m).total(1.0) for m in _list(body, "messages"))
-    return fixed, items
+_OUTSIDE_TEXT = {Api.MESSAGES: "system", Api.RESPONSES: "instructions"}
+"""Text outside the items that the script class weighs (chat's system prompts are items)."""
+
+
+class _LazyCosts(Sequence[int]):
+    def __init__(self, counter: BodyCounter) -> None:
+        self._counter = counter
+
+    def __len__(self) -> int:
+        return len(self._counter.items)
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[int]: ...
+
+    def __getitem__(self, i: int | slice) -> int | Sequence[int]:
+        if isinstance(i, slice):
+            return [self._counter.cost(j) for j in range(len(self))[i]]
+        return self._counter.cost(range(len(self))[i])
 
 
 # ---------------------------------------------------------------- Responses API
@@ -121,7 +178,8 @@ _PER_ITEM = 3
 _REPLY_PRIMING = 3
 
 
-def _responses(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> tuple[int, tuple[int, ...]]:
+def _responses_fixed(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> int:
+    """Priming, instructions, tools, the schema, and ``input`` when it is one string."""
     tally = _Tally(enc, text=_REPLY_PRIMING)
     instructions = body.get("instructions")
     if isinstance(instructions, str):
@@ -138,9 +196,7 @@ def _responses(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> tuple[int, tu
     if isinstance(inp, str):
         tally.text += _PER_ITEM
         tally.add_text(inp)
-        return tally.total(1.0), ()
-    items = inp if isinstance(inp, list) else []
-    return tally.total(1.0), tuple(_input_item(enc, item) for item in items)
+    return tally.total(1.0)
 
 
 def _as_function(tool: Any) -> Any:
@@ -194,3 +250,15 @@ def _response_content(tally: _Tally, content: Any) -> None:
             tally.add_media(images.DOCUMENT_DEFAULT_TOKENS)
         elif part is not None:
             tally.add_json(part)
+
+
+_ITEM: Mapping[Api, Callable[[tiktoken.Encoding, Any], int]] = {
+    Api.CHAT: lambda enc, msg: _openai_message_tally(enc, msg).total(1.0),
+    Api.MESSAGES: lambda enc, msg: _anthropic_message_tally(enc, msg).total(1.0),
+    Api.RESPONSES: _input_item,
+}
+_FIXED: Mapping[Api, Callable[[tiktoken.Encoding, Mapping[str, Any]], int]] = {
+    Api.CHAT: lambda enc, body: _openai_fixed_tally(enc, body).total(1.0),
+    Api.MESSAGES: lambda enc, body: _anthropic_fixed(enc, body, 1.0),
+    Api.RESPONSES: _responses_fixed,
+}

@@ -402,6 +402,8 @@ def may_exceed(body: bytes, budget_tokens: int, safety_factor: float = 1.2) -> b
     provider's shape (messages and tools are JSON objects); a list of bare numbers as messages
     may out-count its bytes, and the provider rejects it anyway.
     """
+    if math.ceil(max(1.0, safety_factor) * len(body)) > budget_tokens:
+        return True  # over on bytes alone: no need to look for media markers
     bound = token_bound(body, safety_factor)
     return bound is None or bound > budget_tokens
 

@@ -19,8 +19,15 @@ fits, the caller's own list object comes back untouched.
 
 Where to cut: ``step=0`` cuts turn by turn (the fewest turns that fit). ``step > 0`` is
 cache-stable stepped trimming (``stepped.py``): cut points lie on a grid of cumulative turn
-costs, so the following requests of the conversation keep the same cut (the same prompt
-prefix, a warm provider cache) until the budget is reached again.
+sizes (``grid``, one size per message; the token costs when not given), so the following
+requests of the conversation keep the same cut (the same prompt prefix, a warm provider
+cache) until the budget is reached again.
+
+Costs are read newest first and only as far as the decision needs: the pinned messages and
+the newest turn (all that a refusal reads), then older turns until one no longer fits, and
+then, for a stepped cut without a ``grid``, every turn, since the grid is made of their costs.
+A lazy sequence of costs (``counting.BodyCounter.costs``) is therefore never asked for the
+turns a trim on a ``grid`` (or turn by turn) drops unseen.
 
 Anthropic ``cache_control`` breakpoints: the trimmer never moves, adds or removes one, and
 never touches ``system``/``tools`` (their breakpoints stay warm). A cut happens only when the
@@ -33,10 +40,10 @@ the last kept breakpoint (the prefix the provider writes to its cache again, at 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, overload
 
-from .stepped import choose_cut
+from .stepped import grid_cut
 
 Message = dict[str, Any]
 Cost = Callable[[Message], int]
@@ -54,6 +61,8 @@ class TrimResult:
     """Anthropic: cache_control markers that left with evicted messages."""
     cache_rewrite_tokens: int = 0
     """Anthropic: kept tokens up to the last kept breakpoint, written to the cache again."""
+    kept: tuple[int, ...] = field(default=(), compare=False)
+    """Where each kept message was in the input (so its cost is known without counting)."""
 
 
 class ContextTooLarge(Exception):
@@ -111,34 +120,76 @@ def _units(
 
 def _trim(
     messages: list[Message],
-    costs: list[int],
+    costs: Sequence[int],
+    grid: Sequence[int] | None,
     budget: int,
     fixed: int,
     is_start: Callable[[Any], bool],
     pinned: Callable[[Any], bool],
     step: int,
-) -> tuple[list[int], int, int]:
-    """Indices to keep, their total tokens with fixed, and where the newest turn begins."""
-    movable = [i for i, m in enumerate(messages) if not pinned(m)]
+) -> tuple[list[int], int, int] | None:
+    """Indices to keep, their total tokens with fixed, and where the newest turn begins;
+    None when everything fits."""
+    pins: list[int] = []
+    movable: list[int] = []
+    for i, msg in enumerate(messages):
+        (pins if pinned(msg) else movable).append(i)
     units = _units(movable, messages, is_start)
     newest = units.pop() if units else []
-    total = fixed + sum(costs)
-    unit_costs = [sum(costs[i] for i in unit) for unit in units]
-    cut = choose_cut(unit_costs, total - budget, step)
-    evicted_cost = sum(unit_costs[:cut])
-    if cut is None or total - evicted_cost > budget:
-        raise ContextTooLarge(total - sum(unit_costs), budget)
+    tokens = fixed + sum(costs[i] for i in pins) + sum(costs[i] for i in newest)
+    if tokens > budget:
+        raise ContextTooLarge(tokens, budget)
+    unit_costs: dict[int, int] = {}
+    fewest = 0  # the fewest oldest units that must go
+    for u in range(len(units) - 1, -1, -1):
+        unit_costs[u] = sum(costs[i] for i in units[u])
+        if tokens + unit_costs[u] > budget:
+            fewest = u + 1
+            break
+        tokens += unit_costs[u]
+    else:
+        return None
+    cut = fewest
+    if step > 0:  # the grid: every unit's size (without a ``grid``, every unit's cost)
+        sizes = costs if grid is None else grid
+        cut = grid_cut([sum(sizes[i] for i in unit) for unit in units], fewest, step)
+    tokens -= sum(unit_costs[u] for u in range(fewest, cut))
     evicted = {i for unit in units[:cut] for i in unit}
     keep = [i for i in range(len(messages)) if i not in evicted]
-    return keep, total - evicted_cost, newest[0] if newest else len(messages)
+    return keep, tokens, newest[0] if newest else len(messages)
 
 
-def _costs(messages: list[Message], cost: Costs) -> list[int]:
+def _costs(messages: list[Message], cost: Costs) -> Sequence[int]:
     if callable(cost):
-        return [cost(m) for m in messages]
+        return _Memo(messages, cost)
     if len(cost) != len(messages):
         raise ValueError("one cost per message")
-    return list(cost)
+    return cost
+
+
+class _Memo(Sequence[int]):
+    """Per-message costs from a cost function, each computed when first read."""
+
+    def __init__(self, messages: list[Message], cost: Cost) -> None:
+        self._messages, self._cost = messages, cost
+        self._known: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[int]: ...
+
+    def __getitem__(self, i: int | slice) -> int | Sequence[int]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        found = self._known.get(i)
+        if found is None:
+            found = self._known[i] = self._cost(self._messages[i])
+        return found
 
 
 def _tool_call_ids(msg: Any) -> set[Any]:
@@ -180,24 +231,23 @@ _NO_ID = object()  # a tool message without tool_call_id never matches an announ
 
 
 def trim_openai(
-    messages: list[Message], budget: int, cost: Costs, fixed: int, *, step: int = 0
+    messages: list[Message],
+    budget: int,
+    cost: Costs,
+    fixed: int,
+    *,
+    step: int = 0,
+    grid: Sequence[int] | None = None,
 ) -> TrimResult:
     """Fit an OpenAI chat ``messages`` list into ``budget`` tokens (see module docstring)."""
     costs = _costs(messages, cost)
-    if fixed + sum(costs) <= budget:
-        return TrimResult(messages, 0, fixed + sum(costs))
-    keep, _, newest_start = _trim(
-        messages,
-        costs,
-        budget,
-        fixed,
-        _is_openai_turn_start,
-        lambda m: _role(m) in _PINNED_ROLES,
-        step,
-    )
+    pinned: Callable[[Any], bool] = lambda m: _role(m) in _PINNED_ROLES  # noqa: E731
+    found = _trim(messages, costs, grid, budget, fixed, _is_openai_turn_start, pinned, step)
+    if found is None:
+        return _untouched(messages, costs, fixed)
+    keep, _, newest_start = found
     kept = _drop_orphans(messages, keep, newest_start, _tool_call_ids, _tool_answer)
-    tokens = fixed + sum(costs[i] for i in kept)
-    return TrimResult([messages[i] for i in kept], len(messages) - len(kept), tokens)
+    return _kept(messages, kept, fixed + sum(costs[i] for i in kept))
 
 
 def _function_call_ids(item: Any) -> set[Any]:
@@ -213,22 +263,33 @@ def _function_answer(item: Any) -> Any:
 
 
 def trim_responses(
-    items: list[Message], budget: int, cost: Costs, fixed: int, *, step: int = 0
+    items: list[Message],
+    budget: int,
+    cost: Costs,
+    fixed: int,
+    *,
+    step: int = 0,
+    grid: Sequence[int] | None = None,
 ) -> TrimResult:
     """Fit a Responses API ``input`` array into ``budget`` tokens (see module docstring)."""
     costs = _costs(items, cost)
-    if fixed + sum(costs) <= budget:
-        return TrimResult(items, 0, fixed + sum(costs))
-    keep, _, newest_start = _trim(
-        items, costs, budget, fixed, _is_responses_turn_start, _is_responses_pinned, step
-    )
+    start, pinned = _is_responses_turn_start, _is_responses_pinned
+    found = _trim(items, costs, grid, budget, fixed, start, pinned, step)
+    if found is None:
+        return _untouched(items, costs, fixed)
+    keep, _, newest_start = found
     kept = _drop_orphans(items, keep, newest_start, _function_call_ids, _function_answer)
-    tokens = fixed + sum(costs[i] for i in kept)
-    return TrimResult([items[i] for i in kept], len(items) - len(kept), tokens)
+    return _kept(items, kept, fixed + sum(costs[i] for i in kept))
 
 
 def trim_anthropic(
-    messages: list[Message], budget: int, cost: Costs, fixed: int, *, step: int = 0
+    messages: list[Message],
+    budget: int,
+    cost: Costs,
+    fixed: int,
+    *,
+    step: int = 0,
+    grid: Sequence[int] | None = None,
 ) -> TrimResult:
     """Fit an Anthropic ``messages`` list into ``budget`` tokens (see module docstring).
 
@@ -236,23 +297,35 @@ def trim_anthropic(
     tool_result -> previous tool_use link of a valid input are preserved.
     """
     costs = _costs(messages, cost)
-    if fixed + sum(costs) <= budget:
-        return TrimResult(messages, 0, fixed + sum(costs))
-    keep, tokens, _ = _trim(
-        messages, costs, budget, fixed, _is_anthropic_turn_start, lambda m: False, step
+    found = _trim(
+        messages, costs, grid, budget, fixed, _is_anthropic_turn_start, lambda m: False, step
     )
+    if found is None:
+        return _untouched(messages, costs, fixed)
+    keep, tokens, _ = found
     first = keep[0] if keep else len(messages)
-    marked = [_has_breakpoint(m) for m in messages]
-    last_kept_mark = max((i for i in keep if marked[i]), default=None)
+    last_kept_mark = max((i for i in keep if _has_breakpoint(messages[i])), default=None)
     rewrite = 0
     if last_kept_mark is not None:
-        rewrite = fixed + sum(costs[first : last_kept_mark + 1])
+        rewrite = fixed + sum(costs[i] for i in range(first, last_kept_mark + 1))
     return TrimResult(
         [messages[i] for i in keep],
         len(messages) - len(keep),
         tokens,
-        breakpoints_dropped=sum(marked[:first]),
+        breakpoints_dropped=sum(1 for msg in messages[:first] if _has_breakpoint(msg)),
         cache_rewrite_tokens=rewrite,
+        kept=tuple(keep),
+    )
+
+
+def _untouched(messages: list[Message], costs: Sequence[int], fixed: int) -> TrimResult:
+    """Everything fits: the caller's own list, every cost read."""
+    return TrimResult(messages, 0, fixed + sum(costs), kept=tuple(range(len(messages))))
+
+
+def _kept(messages: list[Message], kept: list[int], tokens: int) -> TrimResult:
+    return TrimResult(
+        [messages[i] for i in kept], len(messages) - len(kept), tokens, kept=tuple(kept)
     )
 
 

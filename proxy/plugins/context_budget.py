@@ -4,7 +4,8 @@
   of a learned correction, or the exact count for OpenAI models) is over the budget; then it
   is cut in cache-stable steps (see ``context/stepped.py``). Cheapest first: a byte-level
   peek (model and output cap, no JSON parse) and the length bound let almost every request
-  through without counting; large bodies are counted off the event loop.
+  through without counting; the rest are counted newest first, only until the decision is
+  known (``context/fit.py``), large bodies off the event loop.
 - Error-driven: when the upstream answers with a context-length error anyway, the figures
   it states decide the trim, and the request is sent once more before any byte reached the
   client (the ``on_refusal`` phase).
@@ -17,16 +18,16 @@ from __future__ import annotations
 import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ..config import Context
 from ..context.budget import Budget, input_budget, requested_output
-from ..context.correction import Corrections, Measured
+from ..context.correction import Bounds, Corrections, Measured
 from ..context.counting import Api, RawCount, api_for, raw_count
-from ..context.fit import Fit, fit_request, fit_retry
+from ..context.fit import Fit, Refused, fit_request, fit_retry
 from ..context.overflow import parse_overflow, retry_budget
 from ..context.tokens import all_loaded, may_exceed
 from ..context.trim import ContextTooLarge
@@ -101,7 +102,9 @@ class ContextBudget(Plugin):
             return None
         registry = self.registry(ctx)
         upstream = ex.route.config.upstreams[0].name
-        floor = peek_budget(ex.body, ctx, registry)
+        # More bytes than any budget has tokens: the byte bound cannot say "fits", no peek.
+        largest = ctx.max_input_tokens or registry.largest_input
+        floor = peek_budget(ex.body, ctx, registry) if len(ex.body) <= largest else None
         if floor is not None:
             ceiling = await self._corrections.low_ratio_ceiling(upstream, floor[0])
             if not may_exceed(ex.body, floor[1].tokens, safety_factor=ceiling):
@@ -114,43 +117,36 @@ class ContextBudget(Plugin):
         budget = input_budget(facts, ctx, requested_output(data))
         if budget is None:
             return None
-        raw = await self._off_loop(len(ex.body), raw_count, data, api, registry)
-        measured = await self._corrections.measure(upstream, facts.name, raw)
-        sent = _Sent(api, facts, budget, data, raw, measured)
-        ex.set_slot(_SENT, sent)
+        table = None
+        if not facts.tokenizer.exact:
+            table = await self._corrections.table(upstream, facts.name)
+        share = ctx.trim_target_share
         try:
-            fit = await self._off_loop(
-                len(ex.body),
-                fit_request,
-                data,
-                api,
-                raw,
-                measured.bounds,
-                budget,
-                ctx.trim_target_share,
+            fit: Fit = await self._off_loop(
+                len(ex.body), fit_request, data, api, table, budget, share, registry
             )
-        except ContextTooLarge as exc:
-            ex.context = _outcome(measured, exc.budget, needed=exc.needed)
+        except Refused as exc:
+            ex.context = _outcome(exc.measured.bounds, exc.budget, needed=exc.needed)
             raise ContextLengthExceeded(
                 f"This request needs at least {exc.needed} input tokens after dropping every "
                 f"older turn, but the budget for this model is {exc.budget} tokens "
                 "(context window minus the output reserve and safety margin). "
                 "Shorten the system prompt or the newest message, or lower max_tokens."
             ) from None
-        ex.context = _outcome(measured, budget.tokens, fit=fit)
+        sent = _Sent(api, facts, budget, data, fit.raw, fit.measured)
+        ex.set_slot(_SENT, sent)
+        ex.context = _outcome(fit.bounds, budget.tokens, fit=fit)
         if fit.body is not None:
-            await self._apply(ex, sent, fit, registry)
+            self._apply(ex, sent, fit)
             ex.response_headers["x-proxy-context-trimmed"] = str(ex.context.trimmed_messages)
         return None
 
-    async def _apply(self, ex: Exchange, sent: _Sent, fit: Fit, registry: ModelRegistry) -> None:
-        """Send the trimmed body, and remember its own raw count for learning and retries."""
+    def _apply(self, ex: Exchange, sent: _Sent, fit: Fit) -> None:
+        """Send the trimmed body; its raw count (for learning and retries) is the fit's, made
+        of the kept items' costs."""
         assert fit.body is not None
-        body = json_bytes(fit.body)
-        ex.replace_body(body)
-        sent.data = fit.body
-        sent.raw = await self._off_loop(len(body), raw_count, fit.body, sent.api, registry)
-        sent.measured = replace(sent.measured, bounds=fit.bounds)
+        ex.replace_body(json_bytes(fit.body))
+        sent.data, sent.raw, sent.measured = fit.body, fit.raw, fit.measured
 
     # -- after a context-length error ------------------------------------------------------
 
@@ -181,24 +177,26 @@ class ContextBudget(Plugin):
         )
         if target is None:
             return False  # only the client can fix it (max_tokens alone fills the window)
+        registry = self.registry(ctx)
         try:
-            fit = await self._off_loop(
+            fit: Fit = await self._off_loop(
                 len(ex.body),
                 fit_retry,
                 sent.data,
                 sent.api,
                 sent.raw,
-                sent.measured.bounds,
+                sent.measured,
                 target,
                 ctx.trim_target_share,
+                registry,
             )
         except ContextTooLarge:
             return False  # the newest turn alone is too long: the upstream's error stands
         if fit.body is None or fit.removed == 0:
             return False
         before = ex.context
-        await self._apply(ex, sent, fit, self.registry(ctx))
-        ex.context = _outcome(sent.measured, fit.budget, fit=fit, retried=True, before=before)
+        self._apply(ex, sent, fit)
+        ex.context = _outcome(fit.bounds, fit.budget, fit=fit, retried=True, before=before)
         ex.response_headers["x-proxy-context-trimmed"] = str(ex.context.trimmed_messages)
         return True
 
@@ -288,7 +286,7 @@ def peek_budget(body: bytes, ctx: Context, registry: ModelRegistry) -> tuple[str
 
 
 def _outcome(
-    measured: Measured,
+    bounds: Bounds,
     budget: int,
     *,
     fit: Fit | None = None,
@@ -296,7 +294,6 @@ def _outcome(
     retried: bool = False,
     before: ContextOutcome | None = None,
 ) -> ContextOutcome:
-    bounds = fit.bounds if fit is not None and fit.body is not None else measured.bounds
     return ContextOutcome(
         prompt_tokens_est=needed if needed is not None else bounds.estimate,
         count_method=bounds.method.value,

@@ -36,6 +36,7 @@ from proxy.context.tokens import (
     get_encoding,
     may_exceed,
     message_tokens,
+    token_bound,
 )
 from proxy.context.windows import context_window, max_input_tokens
 
@@ -843,6 +844,15 @@ def test_short_url_images_force_counting() -> None:
 def test_escaped_ascii_forces_counting() -> None:
     raw = b'{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"image\\u005furl"}]}]}'
     assert may_exceed(raw, 1_000_000) is True
+
+
+@given(st.binary(max_size=300), st.integers(0, 400), st.sampled_from([1.0, 1.2, 2.0]))
+def test_may_exceed_is_the_bound_compared_with_the_budget(
+    raw: bytes, budget: int, factor: float
+) -> None:
+    """The shortcut for bodies whose bytes alone are over changes no answer."""
+    bound = token_bound(raw, factor)
+    assert may_exceed(raw, budget, factor) == (bound is None or bound > budget)
 
 
 # ---------------------------------------------------------------- context windows

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
+from bisect import bisect_left
+from itertools import accumulate, pairwise
 from typing import Any
 
 import pytest
@@ -344,7 +345,7 @@ def test_anthropic_trim_properties(messages: list[dict[str, Any]], budget: int, 
 
 # ---------------------------------------------------------------- stepped (cache-stable) cuts
 
-from proxy.context.stepped import choose_cut, stable_step  # noqa: E402
+from proxy.context.stepped import choose_cut, grid_cut, stable_step  # noqa: E402
 from proxy.context.trim import trim_responses  # noqa: E402
 
 
@@ -362,6 +363,39 @@ from proxy.context.trim import trim_responses  # noqa: E402
 )
 def test_choose_cut(costs: list[int], need: int, step: int, cut: int | None) -> None:
     assert cut == choose_cut(costs, need, step)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.integers(0, 50), max_size=12), st.integers(-5, 700), st.integers(0, 60))
+def test_grid_cut_on_the_costs_is_choose_cut(costs: list[int], need: int, step: int) -> None:
+    """grid_cut takes the fewest units that must go (known from the newest turns alone) where
+    choose_cut takes the tokens to shed: on the same grid they cut at the same place."""
+    sums = [0, *accumulate(costs)]
+    if need > sums[-1]:
+        assert choose_cut(costs, need, step) is None
+        return
+    fewest = bisect_left(sums, need) if need > 0 else 0
+    assert choose_cut(costs, need, step) == grid_cut(costs, fewest, step)
+
+
+def test_only_the_turns_the_decision_needs_are_counted() -> None:
+    """2,000 old turns, a budget of ~50: the pinned system prompt, the newest turn and the
+    turns that fit are counted; the ones evicted unseen are not (their grid sizes are known)."""
+    msgs = [m("system", 50)] + [m(("user", "assistant")[i % 2], 10) for i in range(2000)]
+    msgs.append(m("user", 10))
+    counted: list[int] = []
+
+    def spy(msg: dict[str, Any]) -> int:
+        counted.append(1)
+        return cost(msg)
+
+    grid = [10 * len(str(x["content"])) for x in msgs]
+    out = trim_openai(msgs, 563, spy, 3, step=1000, grid=grid)
+    assert len(counted) < 100
+    assert out.tokens == 3 + total(out.messages) <= 563
+    full = trim_openai(msgs, 563, [cost(x) for x in msgs], 3, step=1000, grid=grid)
+    assert full == out and full.kept == out.kept
+    assert [msgs[i] for i in out.kept] == out.messages
 
 
 def test_stable_step_is_a_grid_point_that_ignores_small_budget_changes() -> None:
