@@ -8,12 +8,9 @@ one pass when the stream ends, the text is wanted or the hold is full.
 
 from __future__ import annotations
 
-import re
-
 from .sse import plain_datas
+from .usage_wire import FINISH_REASON, USAGE_OBJECT
 
-_USAGE = re.compile(r'"usage"[ \t\r\n:]*\{')
-_FINISH = re.compile(r'"finish_reason"[ \t\r\n:]*"')
 _MARKERS = ('"error"', "[DONE]")
 """What :func:`proxy.usage_wire.only_text` looks for, plus the end of the stream. One search
 each: a literal start lets the regex engine skip ahead, an alternation would not (~20x)."""
@@ -21,7 +18,9 @@ each: a literal start lets the regex engine skip ahead, an alternation would not
 
 def _first_non_text(text: str) -> int:
     """Where the first sign of something other than text is, or -1."""
-    found = [m.start() for m in (_USAGE.search(text), _FINISH.search(text)) if m is not None]
+    found = [
+        m.start() for m in (USAGE_OBJECT.search(text), FINISH_REASON.search(text)) if m is not None
+    ]
     found += [i for i in (text.find(marker) for marker in _MARKERS) if i >= 0]
     return min(found, default=-1)
 

@@ -6,6 +6,7 @@ texts of a JSON body. Pure functions, no state.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Iterator
 
@@ -58,17 +59,15 @@ def error_type(payload: object) -> str:
     return "error"
 
 
+USAGE_OBJECT = re.compile(r'"usage"[ \t\r\n:]*\{')
+"""A ``"usage"`` key whose value is an object (not ``null``)."""
+FINISH_REASON = re.compile(r'"finish_reason"[ \t\r\n:]*"')
+"""A ``"finish_reason"`` key whose value is a string (not ``null``)."""
+
+
 def has_finish_reason(data: str) -> bool:
-    """Cheap test: a ``"finish_reason"`` key whose value is a string (not ``null``)."""
-    i = data.find('"finish_reason"')
-    while i >= 0:
-        j = i + 15
-        while j < len(data) and data[j] in " \t\r\n:":
-            j += 1
-        if j < len(data) and data[j] == '"':
-            return True
-        i = data.find('"finish_reason"', j)
-    return False
+    """Cheap test on raw event data, without parsing it."""
+    return FINISH_REASON.search(data) is not None
 
 
 def responses_finish(response: dict) -> str | None:
@@ -86,16 +85,8 @@ def responses_finish(response: dict) -> str | None:
 
 
 def may_have_usage(data: str) -> bool:
-    """Cheap test: a ``"usage"`` key whose value is an object (not ``null``)."""
-    i = data.find('"usage"')
-    while i >= 0:
-        j = i + 7
-        while j < len(data) and data[j] in " \t\r\n:":
-            j += 1
-        if j < len(data) and data[j] == "{":
-            return True
-        i = data.find('"usage"', j)
-    return False
+    """Cheap test on raw event data, without parsing it."""
+    return USAGE_OBJECT.search(data) is not None
 
 
 class Inflater:
